@@ -1,0 +1,44 @@
+"""Typed errors of facenet3d.
+
+Every error a user can trigger with bad input derives from :class:`Facenet3DError`, so a
+batch job can report it and carry on with the next item instead of crashing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Facenet3DError(Exception):
+    """Base class of every error facenet3d raises on bad input."""
+
+
+class FaceModelFormatError(Facenet3DError, ValueError):
+    """A face-model file is missing, truncated, of a foreign format or has inconsistent arrays."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{problem}")
+
+
+class ImageReadError(Facenet3DError, OSError):
+    """An image file cannot be read or decoded (missing, truncated, not an image)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class NoFaceError(Facenet3DError):
+    """No face was found in an image."""
+
+    def __init__(self, source: str | Path | None = None):
+        self.source = None if source is None else str(source)
+        super().__init__(f"{self.source}: no face found" if self.source else "no face found")
+
+
+class WeightsError(Facenet3DError, ValueError):
+    """A weights file is missing, corrupt, or belongs to another face model or architecture."""

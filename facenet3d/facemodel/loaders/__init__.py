@@ -1,0 +1,1 @@
+"""Loaders of third-party face-model formats; each module registers its format on import."""

@@ -1,0 +1,344 @@
+"""The one container for every linear face model (ICT-FaceKit, BFM, FLAME, SFM, our own).
+
+Geometry is ``mean + identity_basis . alpha + expression_basis . beta`` in millimetres,
+optionally posed by linear blend skinning (FLAME's jaw, neck and eyes). Albedo is a linear
+space either in UV texture space (``albedo_space == "uv"``, maps ``(H, W, 3)``) or per
+vertex (``"vertex"``, ``(V, 3)``), values in linear RGB in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facenet3d.errors import FaceModelFormatError
+from facenet3d.facemodel.lbs import lbs
+from facenet3d.geometry import vertex_normals
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FaceModelArrays:
+    """Plain numpy arrays of a face model, as loaders produce them and the native format stores them.
+
+    Shapes (``V`` vertices, ``F`` triangles, ``T`` UV coordinates, ``Ki``/``Ke``/``Ka``
+    basis sizes, ``J`` joints); every length is millimetres.
+    """
+
+    mean_shape: np.ndarray  # (V, 3) float mm
+    triangles: np.ndarray  # (F, 3) int, counter-clockwise seen from the front
+    identity_basis: np.ndarray  # (Ki, V, 3) mm per unit coefficient
+    expression_basis: np.ndarray  # (Ke, V, 3)
+    landmarks68: np.ndarray  # (68,) int vertex indices of the iBUG-68 points, -1 where absent
+    identity_std: np.ndarray | None = None  # (Ki,) prior std of coefficients; ones when None
+    expression_std: np.ndarray | None = None  # (Ke,)
+    expression_names: list[str] = field(default_factory=list)
+    uvs: np.ndarray | None = None  # (T, 2) in [0, 1], origin bottom-left (OBJ convention)
+    uv_triangles: np.ndarray | None = None  # (F, 3) int indices into uvs
+    albedo_mean: np.ndarray | None = None  # (H, W, 3) for "uv", (V, 3) for "vertex"; linear RGB
+    albedo_basis: np.ndarray | None = None  # (Ka, *albedo_mean.shape)
+    albedo_std: np.ndarray | None = None  # (Ka,)
+    specular_mean: np.ndarray | None = None  # same space as albedo, (..., 3)
+    specular_basis: np.ndarray | None = None  # (Ks, *specular_mean.shape)
+    specular_std: np.ndarray | None = None  # (Ks,)
+    roughness_mean: np.ndarray | None = None  # (..., 1) in the albedo space, or (1,)
+    landmarks_mediapipe: np.ndarray | None = None  # (468,) vertex index of each MediaPipe point
+    regions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (V,) bool
+    joint_regressor: np.ndarray | None = None  # (J, V)
+    parents: np.ndarray | None = None  # (J,) int, -1 for the root
+    skinning_weights: np.ndarray | None = None  # (V, J)
+    pose_basis: np.ndarray | None = None  # (9 (J - 1), V, 3)
+    joint_names: list[str] = field(default_factory=list)
+    albedo_space: str = "none"  # "uv", "vertex" or "none"
+    metadata: dict[str, Any] = field(default_factory=dict)  # name, provenance, license, ...
+
+    def validate(self, source: str | None = None) -> None:
+        """Raise :class:`FaceModelFormatError` naming ``source`` when arrays disagree."""
+
+        def fail(problem: str) -> None:
+            raise FaceModelFormatError(source, problem)
+
+        def check(name: str, arr: np.ndarray | None, shape: tuple, kind: str = "f") -> None:
+            if arr is None:
+                return
+            if not isinstance(arr, np.ndarray):
+                fail(f"{name} is not an array")
+            if arr.dtype.kind not in ("f" if kind == "f" else "iu"):
+                fail(f"{name} has dtype {arr.dtype}, expected {'float' if kind == 'f' else 'integer'}")
+            if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+                fail(f"{name} has shape {arr.shape}, expected {tuple('*' if s is None else s for s in shape)}")
+            if kind == "f" and arr.size and not np.isfinite(arr).all():
+                fail(f"{name} holds NaN or infinite values")
+
+        check("mean_shape", self.mean_shape, (None, 3))
+        v = self.mean_shape.shape[0]
+        check("triangles", self.triangles, (None, 3), "i")
+        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= v):
+            fail(f"triangles index outside 0..{v - 1}")
+        check("identity_basis", self.identity_basis, (None, v, 3))
+        check("expression_basis", self.expression_basis, (None, v, 3))
+        check("identity_std", self.identity_std, (self.identity_basis.shape[0],))
+        check("expression_std", self.expression_std, (self.expression_basis.shape[0],))
+        check("landmarks68", self.landmarks68, (68,), "i")
+        if self.landmarks68.max() >= v or self.landmarks68.min() < -1:
+            fail("landmarks68 index outside the mesh")
+        if self.expression_names and len(self.expression_names) != self.expression_basis.shape[0]:
+            fail(f"{len(self.expression_names)} expression names for {self.expression_basis.shape[0]} modes")
+        if (self.uvs is None) != (self.uv_triangles is None):
+            fail("uvs and uv_triangles must be given together")
+        check("uvs", self.uvs, (None, 2))
+        check("uv_triangles", self.uv_triangles, (self.triangles.shape[0], 3), "i")
+        if self.uv_triangles is not None and self.uv_triangles.size and self.uv_triangles.max() >= len(self.uvs):
+            fail("uv_triangles index outside uvs")
+        if self.albedo_space not in ("uv", "vertex", "none"):
+            fail(f"albedo_space {self.albedo_space!r} is not one of uv, vertex, none")
+        if self.albedo_space == "none":
+            if self.albedo_mean is not None:
+                fail("albedo arrays present but albedo_space is 'none'")
+        else:
+            if self.albedo_mean is None:
+                fail(f"albedo_space {self.albedo_space!r} needs albedo_mean")
+            space = (None, None, 3) if self.albedo_space == "uv" else (v, 3)
+            if self.albedo_space == "uv" and self.uvs is None:
+                fail("a UV albedo space needs uvs")
+            check("albedo_mean", self.albedo_mean, space)
+            if self.albedo_basis is not None:
+                check("albedo_basis", self.albedo_basis, (None, *self.albedo_mean.shape))
+                check("albedo_std", self.albedo_std, (self.albedo_basis.shape[0],))
+            if self.specular_mean is not None:
+                check("specular_mean", self.specular_mean, self.albedo_mean.shape)
+            if self.specular_basis is not None:
+                check("specular_basis", self.specular_basis, (None, *self.albedo_mean.shape))
+                check("specular_std", self.specular_std, (self.specular_basis.shape[0],))
+        check("landmarks_mediapipe", self.landmarks_mediapipe, (None,), "i")
+        for name, mask in self.regions.items():
+            if mask.shape != (v,):
+                fail(f"region {name!r} has shape {mask.shape}, expected ({v},)")
+        if self.joint_regressor is not None:
+            j = self.joint_regressor.shape[0]
+            check("joint_regressor", self.joint_regressor, (j, v))
+            check("parents", self.parents, (j,), "i")
+            check("skinning_weights", self.skinning_weights, (v, j))
+            check("pose_basis", self.pose_basis, (9 * (j - 1), v, 3))
+            if self.parents is None or self.skinning_weights is None:
+                fail("an articulated model needs parents and skinning_weights")
+
+
+class MorphableModel(nn.Module):
+    """A linear 3D morphable face model with batched, device-agnostic torch decoding.
+
+    All arrays live in registered buffers, so ``model.to(device)`` moves them and
+    ``state_dict`` carries them. Build one with :func:`facenet3d.facemodel.load_face_model`
+    or from :class:`FaceModelArrays`.
+
+    Example:
+        >>> model = load_face_model("ict:/path/to/ict-facekit")  # doctest: +SKIP
+        >>> verts = model.decode(identity=torch.zeros(2, model.identity_dim))  # (2, V, 3) mm
+    """
+
+    def __init__(self, arrays: FaceModelArrays, source: str | None = None):
+        super().__init__()
+        arrays.validate(source)
+        self.arrays_metadata = dict(arrays.metadata)
+        self.expression_names: list[str] = list(arrays.expression_names)
+        self.joint_names: list[str] = list(arrays.joint_names)
+        self.albedo_space: str = arrays.albedo_space
+        self.region_names: list[str] = sorted(arrays.regions)
+
+        def buf(name: str, arr: np.ndarray | None, dtype: torch.dtype = torch.float32) -> None:
+            self.register_buffer(name, None if arr is None else torch.as_tensor(np.asarray(arr), dtype=dtype))
+
+        ki, v = arrays.identity_basis.shape[0], arrays.mean_shape.shape[0]
+        ke = arrays.expression_basis.shape[0]
+        buf("mean_shape", arrays.mean_shape)
+        buf("triangles", arrays.triangles, torch.int64)
+        # Bases are kept flattened to (K, 3V) so decoding is one matmul.
+        buf("identity_basis", arrays.identity_basis.reshape(ki, v * 3))
+        buf("expression_basis", arrays.expression_basis.reshape(ke, v * 3))
+        buf("identity_std", np.ones(ki) if arrays.identity_std is None else arrays.identity_std)
+        buf("expression_std", np.ones(ke) if arrays.expression_std is None else arrays.expression_std)
+        buf("landmarks68", arrays.landmarks68, torch.int64)
+        buf("landmarks_mediapipe", arrays.landmarks_mediapipe, torch.int64)
+        buf("uvs", arrays.uvs)
+        buf("uv_triangles", arrays.uv_triangles, torch.int64)
+        buf("albedo_mean", arrays.albedo_mean)
+        buf("albedo_basis", arrays.albedo_basis)
+        ka = 0 if arrays.albedo_basis is None else arrays.albedo_basis.shape[0]
+        buf("albedo_std", np.ones(ka) if arrays.albedo_std is None and ka else arrays.albedo_std)
+        buf("specular_mean", arrays.specular_mean)
+        buf("specular_basis", arrays.specular_basis)
+        ks = 0 if arrays.specular_basis is None else arrays.specular_basis.shape[0]
+        buf("specular_std", np.ones(ks) if arrays.specular_std is None and ks else arrays.specular_std)
+        buf("roughness_mean", arrays.roughness_mean)
+        for name in self.region_names:
+            buf(f"region_{name}", arrays.regions[name], torch.bool)
+        buf("joint_regressor", arrays.joint_regressor)
+        buf("parents", arrays.parents, torch.int64)
+        buf("skinning_weights", arrays.skinning_weights)
+        buf("pose_basis", arrays.pose_basis)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_vertices(self) -> int:
+        return self.mean_shape.shape[0]
+
+    @property
+    def identity_dim(self) -> int:
+        return self.identity_basis.shape[0]
+
+    @property
+    def expression_dim(self) -> int:
+        return self.expression_basis.shape[0]
+
+    @property
+    def albedo_dim(self) -> int:
+        return 0 if self.albedo_basis is None else self.albedo_basis.shape[0]
+
+    @property
+    def specular_dim(self) -> int:
+        return 0 if self.specular_basis is None else self.specular_basis.shape[0]
+
+    @property
+    def num_joints(self) -> int:
+        return 0 if self.joint_regressor is None else self.joint_regressor.shape[0]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.arrays_metadata
+
+    def region(self, name: str) -> torch.Tensor:
+        """``(V,)`` bool mask of a named region (e.g. ``"face"``, ``"eyes"``, ``"mouth"``)."""
+        if name not in self.region_names:
+            raise KeyError(f"no region {name!r}; this model has {self.region_names}")
+        return getattr(self, f"region_{name}")
+
+    # ------------------------------------------------------------------ decoding
+    def _batch(self, *tensors: torch.Tensor | None) -> int:
+        sizes = {t.shape[0] for t in tensors if t is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"coefficient batches disagree: {sorted(sizes)}")
+        return sizes.pop() if sizes else 1
+
+    @staticmethod
+    def _coefficients(x: torch.Tensor | None, dim: int, batch: int, like: torch.Tensor, what: str) -> torch.Tensor:
+        if x is None:
+            return like.new_zeros(batch, dim)
+        if x.ndim != 2 or x.shape[1] > dim:
+            raise ValueError(f"{what} coefficients must be (B, <={dim}), got {tuple(x.shape)}")
+        # Fewer coefficients than modes mean the trailing ones are zero.
+        return torch.nn.functional.pad(x.to(like), (0, dim - x.shape[1]))
+
+    def decode(
+        self,
+        identity: torch.Tensor | None = None,
+        expression: torch.Tensor | None = None,
+        pose: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Vertices of the model.
+
+        Args:
+            identity: ``(B, Ki)`` identity coefficients (fewer columns: the rest are zero).
+            expression: ``(B, Ke)`` expression coefficients.
+            pose: ``(B, J, 3)`` axis-angle joint rotations (radians) for articulated models;
+                ignored for models without joints.
+
+        Returns:
+            ``(B, V, 3)`` vertices in millimetres in the model frame (+y up, +z out of the face).
+        """
+        b = self._batch(identity, expression, pose)
+        alpha = self._coefficients(identity, self.identity_dim, b, self.mean_shape, "identity")
+        beta = self._coefficients(expression, self.expression_dim, b, self.mean_shape, "expression")
+        offsets = alpha @ self.identity_basis + beta @ self.expression_basis
+        verts = self.mean_shape + offsets.view(b, self.num_vertices, 3)
+        if pose is not None and self.joint_regressor is not None:
+            verts = lbs(verts, pose.to(verts), self.joint_regressor, self.parents, self.skinning_weights,
+                        self.pose_basis)
+        return verts
+
+    def forward(self, identity=None, expression=None, pose=None) -> torch.Tensor:  # noqa: D401
+        """Same as :meth:`decode`."""
+        return self.decode(identity, expression, pose)
+
+    def vertex_normals(self, vertices: torch.Tensor) -> torch.Tensor:
+        """``(B, V, 3)`` vertices -> ``(B, V, 3)`` unit area-weighted normals."""
+        return vertex_normals(vertices, self.triangles)
+
+    def landmarks(self, vertices: torch.Tensor) -> torch.Tensor:
+        """``(B, V, 3)`` -> ``(B, 68, 3)`` iBUG-68 landmark positions (NaN where the model has none)."""
+        idx = self.landmarks68.clamp_min(0)
+        out = vertices[:, idx]
+        missing = self.landmarks68 < 0
+        return torch.where(missing[None, :, None], torch.full_like(out, float("nan")), out) if missing.any() else out
+
+    def _linear_space(self, mean, basis, what: str, coefficients: torch.Tensor | None) -> torch.Tensor:
+        if mean is None:
+            raise ValueError("this face model has no such space")
+        b = 1 if coefficients is None else coefficients.shape[0]
+        if basis is None or coefficients is None:
+            return mean.expand(b, *mean.shape)
+        k = basis.shape[0]
+        c = self._coefficients(coefficients, k, b, mean, what)
+        return mean + (c @ basis.reshape(k, -1)).view(b, *mean.shape)
+
+    def albedo(self, coefficients: torch.Tensor | None = None) -> torch.Tensor:
+        """Diffuse albedo, linear RGB (not clamped).
+
+        Args:
+            coefficients: ``(B, Ka)`` albedo coefficients, or None for the mean.
+
+        Returns:
+            ``(B, H, W, 3)`` UV maps for a UV albedo space, ``(B, V, 3)`` for a per-vertex one.
+        """
+        return self._linear_space(self.albedo_mean, self.albedo_basis, "albedo", coefficients)
+
+    def specular(self, coefficients: torch.Tensor | None = None) -> torch.Tensor:
+        """Specular albedo in the albedo space, ``(B, ..., 3)``; see :meth:`albedo`."""
+        return self._linear_space(self.specular_mean, self.specular_basis, "specular", coefficients)
+
+    # ------------------------------------------------------------------ conversion
+    def to_arrays(self) -> FaceModelArrays:
+        """The model as plain numpy arrays (e.g. to save it in the native format)."""
+
+        def np_(t: torch.Tensor | None) -> np.ndarray | None:
+            return None if t is None else t.detach().cpu().numpy()
+
+        v = self.num_vertices
+        return FaceModelArrays(
+            mean_shape=np_(self.mean_shape),
+            triangles=np_(self.triangles),
+            identity_basis=np_(self.identity_basis).reshape(self.identity_dim, v, 3),
+            expression_basis=np_(self.expression_basis).reshape(self.expression_dim, v, 3),
+            landmarks68=np_(self.landmarks68),
+            identity_std=np_(self.identity_std),
+            expression_std=np_(self.expression_std),
+            expression_names=list(self.expression_names),
+            uvs=np_(self.uvs),
+            uv_triangles=np_(self.uv_triangles),
+            albedo_mean=np_(self.albedo_mean),
+            albedo_basis=np_(self.albedo_basis),
+            albedo_std=np_(self.albedo_std),
+            specular_mean=np_(self.specular_mean),
+            specular_basis=np_(self.specular_basis),
+            specular_std=np_(self.specular_std),
+            roughness_mean=np_(self.roughness_mean),
+            landmarks_mediapipe=np_(self.landmarks_mediapipe),
+            regions={n: np_(self.region(n)) for n in self.region_names},
+            joint_regressor=np_(self.joint_regressor),
+            parents=np_(self.parents),
+            skinning_weights=np_(self.skinning_weights),
+            pose_basis=np_(self.pose_basis),
+            joint_names=list(self.joint_names),
+            albedo_space=self.albedo_space,
+            metadata=dict(self.arrays_metadata),
+        )
+
+    def extra_repr(self) -> str:
+        name = self.arrays_metadata.get("name", "unnamed")
+        return (f"name={name!r}, vertices={self.num_vertices}, triangles={self.triangles.shape[0]}, "
+                f"identity={self.identity_dim}, expression={self.expression_dim}, "
+                f"albedo={self.albedo_space}:{self.albedo_dim}, joints={self.num_joints}")

@@ -1,0 +1,126 @@
+"""facenet3d's native face-model format: one ``.npz`` with a JSON metadata entry.
+
+Every array of :class:`FaceModelArrays` is stored under its field name (regions as
+``region__<name>``); the entry ``metadata`` is a JSON string with ``format``
+(``"facenet3d-face-model"``), ``format_version``, ``units`` (``"mm"``), the lists of names,
+``albedo_space`` and the model's own metadata (name, provenance, license). Loading never
+unpickles (``allow_pickle=False``) and validates shapes and dtypes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from facenet3d.errors import FaceModelFormatError
+from facenet3d.facemodel.model import FORMAT_VERSION, FaceModelArrays, MorphableModel
+
+FORMAT_NAME = "facenet3d-face-model"
+_LISTS = ("expression_names", "joint_names")
+_SKIP = {"regions", "metadata", "albedo_space", *_LISTS}
+_FLOAT16_OK = {"albedo_basis", "specular_basis", "identity_basis", "expression_basis"}
+
+
+def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path, half_bases: bool = False) -> Path:
+    """Write a face model in the native format, atomically (temporary file, then rename).
+
+    Args:
+        model: the model or its arrays.
+        path: destination ``.npz``.
+        half_bases: store the large bases as float16 (halves the file; loading casts back
+            to float32). Relative error about 1e-3 of each basis value.
+
+    Returns:
+        The written path.
+    """
+    arrays = model.to_arrays() if isinstance(model, MorphableModel) else model
+    arrays.validate(str(path))
+    payload: dict[str, np.ndarray] = {}
+    for f in fields(arrays):
+        value = getattr(arrays, f.name)
+        if f.name in _SKIP or value is None:
+            continue
+        if half_bases and f.name in _FLOAT16_OK:
+            value = value.astype(np.float16)
+        elif value.dtype.kind == "f":
+            value = value.astype(np.float32)
+        payload[f.name] = value
+    for name, mask in arrays.regions.items():
+        payload[f"region__{name}"] = mask.astype(bool)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "units": "mm",
+        "albedo_space": arrays.albedo_space,
+        **{k: list(getattr(arrays, k)) for k in _LISTS},
+        "model": arrays.metadata,
+    }
+    payload["metadata"] = np.array(json.dumps(meta))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **payload)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_face_model_arrays(path: str | Path) -> FaceModelArrays:
+    """Read and validate a native ``.npz`` into :class:`FaceModelArrays`.
+
+    Raises:
+        FaceModelFormatError: missing, truncated or foreign file, or inconsistent arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FaceModelFormatError(path, "file not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise FaceModelFormatError(path, f"not a readable facenet3d .npz face model ({e})") from e
+    if "metadata" not in data:
+        raise FaceModelFormatError(path, "no 'metadata' entry: not a facenet3d face model")
+    try:
+        meta = json.loads(str(data.pop("metadata")))
+    except json.JSONDecodeError as e:
+        raise FaceModelFormatError(path, f"metadata is not JSON ({e})") from e
+    if meta.get("format") != FORMAT_NAME:
+        raise FaceModelFormatError(path, f"format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise FaceModelFormatError(path, f"format version {meta['format_version']} is newer than this "
+                                         f"facenet3d reads ({FORMAT_VERSION}); upgrade facenet3d")
+    if meta.get("units") != "mm":
+        raise FaceModelFormatError(path, f"units are {meta.get('units')!r}, expected 'mm'")
+    known = {f.name for f in fields(FaceModelArrays)} - _SKIP
+    kwargs: dict = {}
+    regions = {}
+    for key, value in data.items():
+        if key.startswith("region__"):
+            regions[key[len("region__"):]] = value.astype(bool)
+        elif key in known:
+            kwargs[key] = value.astype(np.float32) if value.dtype.kind == "f" else value
+        else:
+            raise FaceModelFormatError(path, f"unknown entry {key!r}")
+    for required in ("mean_shape", "triangles", "identity_basis", "expression_basis", "landmarks68"):
+        if required not in kwargs:
+            raise FaceModelFormatError(path, f"missing entry {required!r}")
+    arrays = FaceModelArrays(**kwargs, regions=regions, albedo_space=meta.get("albedo_space", "none"),
+                             metadata=meta.get("model", {}), **{k: meta.get(k, []) for k in _LISTS})
+    arrays.validate(str(path))
+    return arrays
+
+
+def load_native(path: str | Path) -> MorphableModel:
+    """Load a native ``.npz`` face model."""
+    return MorphableModel(read_face_model_arrays(path), source=str(path))
