@@ -16,6 +16,7 @@ from facenet3d import __version__
 #: Modules that each add one sub-command.
 COMMAND_MODULES: list[str] = [
     "facenet3d.facemodel.commands",
+    "facenet3d.landmarks.commands",
 ]
 
 

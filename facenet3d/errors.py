@@ -42,3 +42,16 @@ class NoFaceError(Facenet3DError):
 
 class WeightsError(Facenet3DError, ValueError):
     """A weights file is missing, corrupt, or belongs to another face model or architecture."""
+
+
+class ExportError(Facenet3DError, ValueError):
+    """A mesh, texture or record cannot be written: inconsistent arrays, unknown map, bad values."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class RenderError(Facenet3DError, ValueError):
+    """A render input has the wrong shape or type, or the requested render backend cannot run."""
