@@ -1,8 +1,8 @@
 """Linear blend skinning: the pure-function core of articulated face models (FLAME).
 
-Follows the formulation of SMPL/FLAME: pose-corrective blend shapes are added to the
-rest shape, joints are regressed from the shaped rest mesh, and every vertex is moved by
-the skinning-weighted sum of its joints' rigid transforms.
+Follows the formulation of SMPL/FLAME: joints are regressed from the shaped rest mesh,
+pose-corrective blend shapes are added to it, and every vertex is moved by the
+skinning-weighted sum of its joints' rigid transforms.
 """
 
 from __future__ import annotations
@@ -54,11 +54,13 @@ def lbs(
     """
     b, j = pose.shape[:2]
     rot = axis_angle_to_matrix(pose)  # (B, J, 3, 3)
+    # Joints come from the shaped mesh *before* pose correctives, as in SMPL/FLAME: the
+    # correctives must not move the joints they are driven by.
+    joints = torch.einsum("jv,bvc->bjc", joint_regressor, shaped)  # (B, J, 3)
     if pose_basis is not None and j > 1:
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
         feature = (rot[:, 1:] - eye).reshape(b, -1)  # (B, 9(J-1))
         shaped = shaped + (feature @ pose_basis.reshape(pose_basis.shape[0], -1)).reshape(shaped.shape)
-    joints = torch.einsum("jv,bvc->bjc", joint_regressor, shaped)  # (B, J, 3)
 
     # World transform of every joint, walking the kinematic tree from the root.
     transforms: list[torch.Tensor] = []

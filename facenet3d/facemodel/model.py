@@ -70,8 +70,10 @@ class FaceModelArrays:
                 fail(f"{name} is not an array")
             if arr.dtype.kind not in ("f" if kind == "f" else "iu"):
                 fail(f"{name} has dtype {arr.dtype}, expected {'float' if kind == 'f' else 'integer'}")
-            if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-                fail(f"{name} has shape {arr.shape}, expected {tuple('*' if s is None else s for s in shape)}")
+            if arr.ndim != len(shape) or any(
+                    s is not None and s != a for s, a in zip(shape, arr.shape, strict=True)):
+                expected = tuple("*" if s is None else s for s in shape)
+                fail(f"{name} has shape {arr.shape}, expected {expected}")
             if kind == "f" and arr.size and not np.isfinite(arr).all():
                 fail(f"{name} holds NaN or infinite values")
 
@@ -93,7 +95,8 @@ class FaceModelArrays:
             fail("uvs and uv_triangles must be given together")
         check("uvs", self.uvs, (None, 2))
         check("uv_triangles", self.uv_triangles, (self.triangles.shape[0], 3), "i")
-        if self.uv_triangles is not None and self.uv_triangles.size and self.uv_triangles.max() >= len(self.uvs):
+        uv_tri = self.uv_triangles
+        if uv_tri is not None and uv_tri.size and (uv_tri.min() < 0 or uv_tri.max() >= len(self.uvs)):
             fail("uv_triangles index outside uvs")
         if self.albedo_space not in ("uv", "vertex", "none"):
             fail(f"albedo_space {self.albedo_space!r} is not one of uv, vertex, none")
@@ -225,7 +228,8 @@ class MorphableModel(nn.Module):
         return sizes.pop() if sizes else 1
 
     @staticmethod
-    def _coefficients(x: torch.Tensor | None, dim: int, batch: int, like: torch.Tensor, what: str) -> torch.Tensor:
+    def _coefficients(x: torch.Tensor | None, dim: int, batch: int, like: torch.Tensor,
+                      what: str) -> torch.Tensor:
         if x is None:
             return like.new_zeros(batch, dim)
         if x.ndim != 2 or x.shape[1] > dim:
@@ -273,7 +277,9 @@ class MorphableModel(nn.Module):
         idx = self.landmarks68.clamp_min(0)
         out = vertices[:, idx]
         missing = self.landmarks68 < 0
-        return torch.where(missing[None, :, None], torch.full_like(out, float("nan")), out) if missing.any() else out
+        if not missing.any():
+            return out
+        return torch.where(missing[None, :, None], torch.full_like(out, float("nan")), out)
 
     def _linear_space(self, mean, basis, what: str, coefficients: torch.Tensor | None) -> torch.Tensor:
         if mean is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 import zipfile
+import zlib
 from dataclasses import fields
 from pathlib import Path
 
@@ -27,7 +28,8 @@ _SKIP = {"regions", "metadata", "albedo_space", *_LISTS}
 _FLOAT16_OK = {"albedo_basis", "specular_basis", "identity_basis", "expression_basis"}
 
 
-def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path, half_bases: bool = False) -> Path:
+def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path,
+                    half_bases: bool = False) -> Path:
     """Write a face model in the native format, atomically (temporary file, then rename).
 
     Args:
@@ -64,14 +66,14 @@ def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path, h
     payload["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
+    # A unique hidden sibling, created like any new file (mkstemp would make it private, 0600).
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        np.savez_compressed(tmp, **payload)
+        with open(tmp, "xb") as f:
+            np.savez_compressed(f, **payload)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -87,7 +89,7 @@ def read_face_model_arrays(path: str | Path) -> FaceModelArrays:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
         raise FaceModelFormatError(path, f"not a readable facenet3d .npz face model ({e})") from e
     if "metadata" not in data:
         raise FaceModelFormatError(path, "no 'metadata' entry: not a facenet3d face model")
