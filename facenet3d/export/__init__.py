@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facenet3d.atomic import atomic_path, write_bytes, write_text
 from facenet3d.errors import ExportError
-from facenet3d.export.atomic import atomic_path, write_bytes, write_text
 from facenet3d.export.gltf import encode_glb, write_glb
 from facenet3d.export.jsonfile import to_jsonable, write_json
 from facenet3d.export.mesh import (

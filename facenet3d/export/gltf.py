@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from facenet3d import __version__
-from facenet3d.export.atomic import write_bytes
+from facenet3d.atomic import write_bytes
 from facenet3d.export.mesh import TexturedMesh, split_uv_seams, vertex_tangents
 from facenet3d.export.textures import encode_png, metallic_roughness_image, texture_pixels
 

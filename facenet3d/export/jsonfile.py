@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from facenet3d.atomic import write_text
 from facenet3d.errors import ExportError
 from facenet3d.export.arrays import to_numpy
-from facenet3d.export.atomic import write_text
 
 __all__ = ["to_jsonable", "write_json"]
 

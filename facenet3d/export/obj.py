@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from facenet3d import __version__
+from facenet3d.atomic import write_bytes, write_text
 from facenet3d.errors import ExportError
-from facenet3d.export.atomic import write_bytes, write_text
 from facenet3d.export.mesh import TexturedMesh
 from facenet3d.export.textures import encode_png, linear_to_srgb, texture_pixels
 

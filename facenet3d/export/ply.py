@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facenet3d import __version__
-from facenet3d.export.atomic import write_bytes
+from facenet3d.atomic import write_bytes
 from facenet3d.export.mesh import TexturedMesh, vertex_colors_from_texture
 from facenet3d.export.textures import linear_to_srgb, quantize
 

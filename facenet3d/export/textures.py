@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from facenet3d.atomic import write_bytes
 from facenet3d.errors import ExportError
 from facenet3d.export.arrays import to_numpy
-from facenet3d.export.atomic import write_bytes
 
 __all__ = [
     "COLOR_MAPS",

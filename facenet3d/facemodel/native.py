@@ -10,8 +10,6 @@ unpickles (``allow_pickle=False``) and validates shapes and dtypes.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import zipfile
 import zlib
 from dataclasses import fields
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet3d.atomic import atomic_path
 from facenet3d.errors import FaceModelFormatError
 from facenet3d.facemodel.model import FORMAT_VERSION, FaceModelArrays, MorphableModel
 
@@ -65,15 +64,8 @@ def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path,
     }
     payload["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique hidden sibling, created like any new file (mkstemp would make it private, 0600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez_compressed(f, **payload)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        np.savez_compressed(f, **payload)
     return path
 
 

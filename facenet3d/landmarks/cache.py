@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenet3d.atomic import write_text
 from facenet3d.errors import Facenet3DError
 from facenet3d.landmarks.align import DEFAULT_CROP_SIZE
 from facenet3d.landmarks.image_io import IMAGE_SUFFIXES
@@ -188,15 +189,6 @@ def collect_photos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class _CacheWriter:
     """Appends finished photos to shards and keeps the manifest up to date."""
 
@@ -271,7 +263,7 @@ class _CacheWriter:
                 self.manifest["items"].append({**meta, "shard": name, "row": row})
             self.manifest["shards"].append({"name": name, "count": len(self.buffer)})
             self.buffer = []
-        _write_json_atomic(self.root / MANIFEST, self.manifest)
+        write_text(json.dumps(self.manifest, indent=1), self.root / MANIFEST)
 
 
 # -- workers ------------------------------------------------------------------------------------
