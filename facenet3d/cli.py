@@ -1,8 +1,8 @@
 """The ``facenet3d`` command line.
 
 Each sub-command lives beside the code it drives, in a module that exposes
-``register(subparsers)``; this file only lists those modules. Heavy imports (torch,
-mediapipe) happen inside the commands, so ``facenet3d --help`` stays fast.
+``register(subparsers)``; this file only lists those modules. The commands import their
+heavy dependencies (mediapipe, onnxruntime, the renderer) when they run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from facenet3d import __version__
 
 #: Modules that each add one sub-command.
 COMMAND_MODULES: list[str] = [
+    "facenet3d.reconstruct",
     "facenet3d.facemodel.commands",
     "facenet3d.landmarks.commands",
 ]

@@ -111,22 +111,35 @@ def process_photo(path: str | os.PathLike, detector, size: int = DEFAULT_CROP_SI
     Raises:
         ImageReadError, NoFaceError: the photo cannot be read or has no face.
     """
-    from facenet3d.landmarks.align import align_face
     from facenet3d.landmarks.image_io import read_image
-    from facenet3d.landmarks.masks import face_and_skin_masks
 
     image = read_image(path, max_side=DECODE_MAX_SIDE)
     faces = detector.detect(image)
     face = faces[0]
+    meta = {"width": image.original_size[0], "height": image.original_size[1], "faces": len(faces),
+            "score": round(face.score, 4), "box": [round(float(v), 2) for v in face.box]}
+    return meta, face_crop_arrays(image, face, size)
+
+
+def face_crop_arrays(image, face, size: int = DEFAULT_CROP_SIZE) -> dict[str, np.ndarray]:
+    """The aligned crop of one detected face with its landmarks, masks and transforms.
+
+    Args:
+        image: the photo (``(H, W, 3)`` uint8 or a ``LoadedImage``).
+        face: a :class:`~facenet3d.landmarks.detect.DetectedFace` in original photo pixels.
+        size: crop side, px.
+
+    Returns:
+        The arrays of :func:`array_specs` (without the leading item axis).
+    """
+    from facenet3d.landmarks.align import align_face
+    from facenet3d.landmarks.masks import face_and_skin_masks
+
     aligned = align_face(image, face.landmarks68, size)
     in_crop = face.transformed(aligned.forward)
     face_m, skin_m = face_and_skin_masks(in_crop.landmarks478, (size, size))
-    meta = {"width": image.original_size[0], "height": image.original_size[1], "faces": len(faces),
-            "score": round(face.score, 4), "box": [round(float(v), 2) for v in face.box]}
-    arrays = {"crop": aligned.crop, "landmarks478": in_crop.landmarks478, "landmarks68": in_crop.landmarks68,
-              "face_mask": face_m, "skin_mask": skin_m,
-              "forward": aligned.forward, "inverse": aligned.inverse}
-    return meta, arrays
+    return {"crop": aligned.crop, "landmarks478": in_crop.landmarks478, "landmarks68": in_crop.landmarks68,
+            "face_mask": face_m, "skin_mask": skin_m, "forward": aligned.forward, "inverse": aligned.inverse}
 
 
 # -- labels -----------------------------------------------------------------------------------

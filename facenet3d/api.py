@@ -1,0 +1,256 @@
+"""``FaceReconstructor``: photo in, reconstructed faces out (the library's front door).
+
+Example:
+    >>> rec = FaceReconstructor.from_pretrained("default")  # doctest: +SKIP
+    >>> faces = rec.reconstruct("photo.jpg", refine="fast")  # doctest: +SKIP
+    >>> faces[0].params_record()["rotation_ypr_deg"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facenet3d.decode import CROP_FOCAL_PER_PX
+from facenet3d.errors import NoFaceError, WeightsError
+from facenet3d.facemodel import MorphableModel, load_face_model
+from facenet3d.landmarks.cache import face_crop_arrays
+from facenet3d.landmarks.detect import DetectedFace, FaceDetector
+from facenet3d.landmarks.image_io import LoadedImage, read_image
+from facenet3d.params import FaceParams
+from facenet3d.reconstruct import REFINE_CHOICES  # noqa: F401  (re-exported)
+from facenet3d.refine import FitTarget, RefineConfig, load_refine_config
+from facenet3d.refine import refine as run_refinement
+from facenet3d.refine.maps_stage import FaceMaps, statistical_maps
+from facenet3d.render import Renderer, matrix_to_euler, rotation_6d_to_matrix
+
+#: Decoding limit for photos: faces are cropped to a few hundred pixels anyway.
+MAX_DECODE_SIDE = 2048
+
+
+@dataclass
+class ImageCamera:
+    """The pinhole camera of the original photo (pixels; see :mod:`facenet3d.render.camera`)."""
+
+    focal: tuple[float, float]
+    principal: tuple[float, float]
+    image_size: tuple[int, int]  # (H, W)
+
+
+@dataclass
+class FaceReconstruction:
+    """One reconstructed face.
+
+    ``params`` are in the aligned crop's camera (:func:`facenet3d.decode.crop_camera`);
+    ``rotation``/``translation``/``camera`` place the same mesh in the original photo.
+    """
+
+    params: FaceParams  # batch of 1
+    maps: FaceMaps | None  # UV maps (batch of 1), None for per-vertex albedo models
+    vertices: np.ndarray  # (V, 3) mm, model frame: identity + expression, no pose
+    rotation: np.ndarray  # (3, 3) model -> photo camera
+    translation: np.ndarray  # (3,) mm, photo camera frame
+    camera: ImageCamera
+    landmarks68_image: np.ndarray  # (68, 2) photo px (the model's landmarks, projected)
+    landmarks68_mesh: np.ndarray  # (68, 3) mm, model frame
+    detected: DetectedFace  # in photo px
+    crop_forward: np.ndarray  # (2, 3) photo px -> crop px
+    crop_size: int
+    refine: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def params_record(self, model_name: str = "") -> dict:
+        """The JSON-able ``params.json`` content."""
+        p = self.params
+        ypr = matrix_to_euler(torch.as_tensor(self.rotation, dtype=torch.float64)).tolist()
+        return {
+            "face_model": model_name,
+            "identity": p.identity[0].tolist(),
+            "expression": p.expression[0].tolist(),
+            "albedo": p.albedo[0].tolist(),
+            "sh": p.sh[0].tolist(),
+            "specular_scale": float(p.specular[0, 0]),
+            "roughness": float(p.roughness[0, 0]),
+            "rotation_ypr_deg": [round(v, 4) for v in ypr],
+            "rotation_matrix": np.round(self.rotation, 6).tolist(),
+            "translation_mm": np.round(self.translation, 4).tolist(),
+            "camera": {
+                "focal_px": list(self.camera.focal),
+                "principal_px": list(self.camera.principal),
+                "image_size_hw": list(self.camera.image_size),
+                "convention": "OpenGL camera looking down -z, +y up; pixel origin top-left, centres at +0.5; "
+                              "u = cx + fx X / -Z, v = cy - fy Y / -Z; x_cam = R x_model + t (mm)",
+            },
+            "crop": {"size": self.crop_size, "forward": np.round(self.crop_forward, 8).tolist(),
+                     "focal_px": CROP_FOCAL_PER_PX * self.crop_size,
+                     "rotation_6d": p.rotation[0].tolist(), "translation_mm": p.translation[0].tolist()},
+            "detection": {"box": np.round(self.detected.box, 2).tolist(), "score": float(self.detected.score)},
+            "refine": self.refine,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+
+
+def photo_pose(rotation: np.ndarray, translation: np.ndarray, forward: np.ndarray, crop_size: int
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Turn a pose in an aligned crop's camera into the original photo's camera.
+
+    The crop is a similarity ``p_crop = s R2(theta) p + t`` of the photo. Mapping the crop's
+    projection back through it equals projecting with focal ``f / s`` and principal point
+    ``A^-1(c)`` after rotating the scene by ``theta`` about the optical axis.
+
+    Returns:
+        ``(R (3, 3), t (3,), focal (fx, fy), principal (cx, cy))`` of the photo camera.
+    """
+    a = np.asarray(forward, np.float64)
+    s = math.sqrt(abs(np.linalg.det(a[:, :2])))
+    theta = math.atan2(a[1, 0], a[0, 0])
+    c, sn = math.cos(theta), math.sin(theta)
+    rz = np.array([[c, -sn, 0.0], [sn, c, 0.0], [0.0, 0.0, 1.0]])
+    centre = np.array([crop_size / 2.0, crop_size / 2.0])
+    principal = np.linalg.solve(a[:, :2], centre - a[:, 2])
+    f = CROP_FOCAL_PER_PX * crop_size / s
+    return rz @ rotation, rz @ translation, (f, f), (float(principal[0]), float(principal[1]))
+
+
+class FaceReconstructor:
+    """Detect faces, fit (and/or regress) the face model, and return reconstructions.
+
+    Args:
+        model: the face model.
+        regressor: a trained regressor (``facenet3d.network``) or None (refinement then starts
+            from the mean face, and ``refine="none"`` is unavailable).
+        detector: a face detector (created when None).
+        crop_size: aligned crop size in pixels.
+        device: torch device for fitting.
+    """
+
+    def __init__(self, model: MorphableModel, regressor=None, detector: FaceDetector | None = None,
+                 crop_size: int = 224, device: str | torch.device = "cpu", model_name: str = ""):
+        self.model = model.to(device)
+        self.regressor = regressor
+        self.detector = detector or FaceDetector()
+        self.crop_size = crop_size
+        self.device = torch.device(device)
+        self.model_name = model_name or str(model.metadata.get("name", ""))
+        self._renderer: Renderer | None = None
+        self._configs: dict[str, RefineConfig] = {}
+
+    @classmethod
+    def from_pretrained(cls, weights: str = "default", model: str = "default", device: str = "cpu",
+                        **kwargs) -> FaceReconstructor:
+        """The shipped face model and, when present, the regressor weights ``weights``.
+
+        Args:
+            weights: ``"default"``, ``"fast"`` or a ``.safetensors`` path; ``"none"`` for no
+                regressor.
+            model: face-model spec for :func:`~facenet3d.facemodel.load_face_model`.
+        """
+        face_model = load_face_model(model)
+        regressor = None
+        if weights != "none":
+            try:
+                from facenet3d.network import load_regressor
+            except ImportError:  # the network package is optional until it ships
+                load_regressor = None
+            if load_regressor is not None:
+                try:
+                    regressor = load_regressor(weights, face_model=face_model, device=device)
+                except (FileNotFoundError, WeightsError):
+                    regressor = None
+        return cls(face_model, regressor, device=device, model_name=str(model), **kwargs)
+
+    @property
+    def renderer(self) -> Renderer:
+        if self._renderer is None:
+            self._renderer = Renderer.from_model(self.model).to(self.device)
+        return self._renderer
+
+    def config(self, refine: str) -> RefineConfig:
+        if refine not in self._configs:
+            self._configs[refine] = load_refine_config(refine)
+        return self._configs[refine]
+
+    def reconstruct(self, image: str | os.PathLike | np.ndarray | LoadedImage, refine: str = "fast",
+                    max_faces: int | None = None) -> list[FaceReconstruction]:
+        """Reconstruct every face of a photo, largest first.
+
+        Args:
+            image: a file path, an ``(H, W, 3)`` uint8 RGB array or a :class:`LoadedImage`.
+            refine: ``"none"`` (regressor only), ``"fast"`` (A+B), ``"full"`` (A+B+C) or a
+                refinement YAML path.
+            max_faces: reconstruct at most this many faces.
+
+        Raises:
+            ImageReadError: unreadable file.
+            NoFaceError: no face in the photo.
+            ValueError: ``refine="none"`` without regressor weights.
+        """
+        if refine == "none" and self.regressor is None:
+            raise ValueError("--refine none needs trained regressor weights, and none are installed; "
+                             "use --refine fast or full (fitting from the mean face)")
+        t0 = time.perf_counter()
+        loaded = read_image(image, max_side=MAX_DECODE_SIDE) if isinstance(image, (str, os.PathLike)) else image
+        source = str(image) if isinstance(image, (str, os.PathLike)) else None
+        faces = self.detector.detect(loaded, source=source)
+        if not faces:
+            raise NoFaceError(source)
+        faces = faces[:max_faces] if max_faces else faces
+        crops = [face_crop_arrays(loaded, f, self.crop_size) for f in faces]
+        t_detect = time.perf_counter() - t0
+        target = FitTarget.from_arrays(np.stack([c["crop"] for c in crops]),
+                                       np.stack([c["landmarks478"] for c in crops]),
+                                       np.stack([c["landmarks68"] for c in crops]),
+                                       np.stack([c["skin_mask"] for c in crops]), device=self.device)
+        start = None
+        t1 = time.perf_counter()
+        if self.regressor is not None:
+            with torch.no_grad():
+                start = self.regressor.predict(target.image)
+        t_regress = time.perf_counter() - t1
+        if refine == "none":
+            params, maps, seconds = start, None, {}
+            if self.model.albedo_space == "uv":
+                maps = statistical_maps(self.model, params)
+        else:
+            result = run_refinement(self.model, target, self.config(refine), start=start, renderer=self.renderer)
+            params, maps, seconds = result.params, result.maps, result.seconds
+        seconds = {"detect_align": t_detect, "regress": t_regress, **seconds}
+        if isinstance(loaded, LoadedImage):
+            hw = (loaded.original_size[1], loaded.original_size[0])
+        else:
+            hw = tuple(np.asarray(loaded).shape[:2])
+        return [self._assemble(i, params, maps, faces[i], crops[i], refine, seconds, hw) for i in range(len(faces))]
+
+    def _assemble(self, i: int, params: FaceParams, maps: FaceMaps | None, face: DetectedFace, crop: dict,
+                  refine_name: str, seconds: dict, hw: tuple[int, int]) -> FaceReconstruction:
+        p = params.index(i)
+        with torch.no_grad():
+            verts = self.model.decode(p.identity, p.expression)[0]
+            rot = rotation_6d_to_matrix(p.rotation)[0].double().cpu().numpy()
+        trans = p.translation[0].double().cpu().numpy()
+        r_img, t_img, focal, principal = photo_pose(rot, trans, crop["forward"], self.crop_size)
+        v = verts.double().cpu().numpy()
+        lm_mesh = v[self.model.landmarks68.clamp_min(0).cpu().numpy()]
+        cam_pts = lm_mesh @ r_img.T + t_img
+        lm_img = np.stack([principal[0] + focal[0] * cam_pts[:, 0] / -cam_pts[:, 2],
+                           principal[1] - focal[1] * cam_pts[:, 1] / -cam_pts[:, 2]], -1)
+        h, w = hw
+        return FaceReconstruction(
+            params=p, maps=None if maps is None else FaceMaps(*(getattr(maps, n)[i:i + 1] for n in
+                                                                 ("albedo", "specular", "roughness",
+                                                                  "displacement", "normal"))),
+            vertices=v.astype(np.float32), rotation=r_img, translation=t_img,
+            camera=ImageCamera(focal, principal, (h, w)), landmarks68_image=lm_img, landmarks68_mesh=lm_mesh,
+            detected=face, crop_forward=crop["forward"], crop_size=self.crop_size, refine=refine_name,
+            seconds=dict(seconds))
+
+
+def default_output_dir(out: str | Path, image_path: str | Path) -> Path:
+    """``OUT/<image stem>``."""
+    return Path(out) / Path(image_path).stem

@@ -1,0 +1,75 @@
+"""From :class:`~facenet3d.params.FaceParams` to geometry in the camera and in the image.
+
+The regressor's training, the refinement stages and the ONNX graph all decode parameters
+the same way, through :func:`decode_face`.
+
+Camera convention for aligned crops: a pinhole camera with the principal point at the crop
+centre and a focal length of :data:`CROP_FOCAL_PER_PX` times the crop size in pixels
+(1015 px for a 224 px crop, as in Deep3DFaceRecon: a 12.6 degree field of view, so a face
+fills the crop at about 0.8 m). The true focal length of a photo is unknown; a long one
+keeps perspective mild, which is what a face filling a crop usually has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from facenet3d.facemodel import MorphableModel
+from facenet3d.params import FaceParams
+from facenet3d.render.camera import PinholeCamera
+from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
+
+#: Focal length in pixels per pixel of crop size.
+CROP_FOCAL_PER_PX = 1015.0 / 224.0
+
+
+def crop_camera(size: int, batch: int = 1, device: torch.device | str | None = None) -> PinholeCamera:
+    """The fixed camera of an aligned ``size x size`` crop (see the module docstring)."""
+    focal = torch.full((batch, 2), CROP_FOCAL_PER_PX * size, device=device)
+    principal = torch.full((batch, 2), size / 2.0, device=device)
+    return PinholeCamera(focal, principal, (size, size))
+
+
+def default_distance_mm(size: int, face_width_mm: float = 150.0, face_fraction: float = 0.75) -> float:
+    """Distance at which a face ``face_width_mm`` wide spans ``face_fraction`` of a crop."""
+    return CROP_FOCAL_PER_PX * size * face_width_mm / (face_fraction * size)
+
+
+@dataclass
+class DecodedFace:
+    """Geometry of a batch of faces.
+
+    Attributes:
+        vertices: ``(B, V, 3)`` mm, model frame (identity and expression, no pose).
+        vertices_camera: ``(B, V, 3)`` mm, camera frame.
+        rotation: ``(B, 3, 3)`` model-to-camera rotation.
+        landmarks68: ``(B, 68, 2)`` projected iBUG-68 landmarks, pixels.
+        landmarks_dense: ``(B, L, 2)`` projected MediaPipe-correspondence vertices (``L = 468``
+            for the default model), pixels; None when the model has no such correspondence.
+    """
+
+    vertices: torch.Tensor
+    vertices_camera: torch.Tensor
+    rotation: torch.Tensor
+    landmarks68: torch.Tensor
+    landmarks_dense: torch.Tensor | None
+
+
+def decode_face(model: MorphableModel, params: FaceParams, camera: PinholeCamera) -> DecodedFace:
+    """Decode shape, apply the pose, project the landmarks.
+
+    Args:
+        model: the face model.
+        params: ``B`` faces.
+        camera: the camera (``B`` or 1 cameras).
+    """
+    verts = model.decode(identity=params.identity, expression=params.expression)
+    rot = rotation_6d_to_matrix(params.rotation)
+    cam = apply_pose(verts, rot, params.translation)
+    lm68 = camera.camera_to_pixel(cam[:, model.landmarks68.clamp_min(0)])
+    dense = None
+    if model.landmarks_mediapipe is not None:
+        dense = camera.camera_to_pixel(cam[:, model.landmarks_mediapipe])
+    return DecodedFace(verts, cam, rot, lm68, dense)

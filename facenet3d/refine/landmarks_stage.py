@@ -1,0 +1,137 @@
+"""Stage A: head pose, identity and expression from the 68 + 468 MediaPipe landmarks.
+
+Initialisation is closed-form: MediaPipe's landmarks carry a relative depth, so the model's
+mean shape at the 468 corresponding vertices is similarity-aligned to them (Umeyama); the
+rotation is the head pose, the scale (pixels per millimetre) gives the distance through the
+focal length. Then Adam minimises the 2D reprojection error of the 68 and 468 points, a weak
+term on MediaPipe's relative depth, and Gaussian priors on the coefficients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from facenet3d.decode import crop_camera, decode_face
+from facenet3d.facemodel import MorphableModel
+from facenet3d.losses import coefficient_prior, landmark_loss
+from facenet3d.params import FaceParams
+from facenet3d.refine.config import LandmarkStageConfig
+from facenet3d.refine.target import FitTarget
+from facenet3d.render.pose import matrix_to_rotation_6d
+
+
+def mediapipe_points_camera_like(landmarks478: torch.Tensor) -> torch.Tensor:
+    """``(B, 478, 3)`` crop-pixel landmarks -> a y-up, z-towards-camera frame (still pixels)."""
+    return landmarks478 * landmarks478.new_tensor([1.0, -1.0, -1.0])
+
+
+def _umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched similarity ``dst ~ s R src + t``: ``(B, N, 3)`` each -> ``(R (B,3,3), s (B,))``."""
+    ms, md = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    a, b = src - ms, dst - md
+    u, sig, vt = torch.linalg.svd(b.transpose(1, 2) @ a)
+    d = torch.sign(torch.linalg.det(u @ vt))
+    fix = torch.ones_like(sig)
+    fix[:, 2] = d
+    r = u @ torch.diag_embed(fix) @ vt
+    s = (sig * fix).sum(1) / (a ** 2).sum((1, 2))
+    return r, s
+
+
+def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams | None = None) -> FaceParams:
+    """Pose from a similarity fit of the (given or mean) shape to the MediaPipe points.
+
+    Args:
+        model: the face model (needs ``landmarks_mediapipe``, else only the 68 points' 2D
+            positions fix the pose, with the face assumed frontal).
+        target: the crops.
+        start: coefficients to keep (e.g. the regressor's); only pose is recomputed when
+            ``start`` is None.
+    """
+    b, size = target.batch_size, target.size
+    device = target.image.device
+    params = start.clone() if start is not None else FaceParams.neutral(
+        b, model.identity_dim, model.expression_dim, model.albedo_dim, device=device)
+    if start is not None:
+        return params
+    cam = crop_camera(size, device=device)
+    f = cam.focal[0, 0]
+    verts = model.decode(identity=params.identity, expression=params.expression)
+    if model.landmarks_mediapipe is not None:
+        src = verts[:, model.landmarks_mediapipe]
+        dst = mediapipe_points_camera_like(target.landmarks478[:, : src.shape[1]])
+        rot, scale = _umeyama(src, dst)
+        centre_px = target.landmarks478[:, : src.shape[1], :2].mean(1)
+        centre_model = src.mean(1)
+    else:
+        idx = model.landmarks68.clamp_min(0)
+        src, dst2 = verts[:, idx, :2], target.landmarks68
+        rot = torch.eye(3, device=device).expand(b, 3, 3).clone()
+        scale = (dst2 - dst2.mean(1, keepdim=True)).norm(dim=-1).mean(1) / (
+            src - src.mean(1, keepdim=True)).norm(dim=-1).mean(1)
+        centre_px = dst2.mean(1)
+        centre_model = verts[:, idx].mean(1)
+    depth = f / scale  # pixels per mm = f / depth
+    centre_cam = torch.stack([(centre_px[:, 0] - size / 2) * depth / f,
+                              -(centre_px[:, 1] - size / 2) * depth / f, -depth], -1)
+    params.rotation = matrix_to_rotation_6d(rot)
+    params.translation = centre_cam - (rot @ centre_model[..., None])[..., 0]
+    return params
+
+
+def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStageConfig,
+                  start: FaceParams | None = None, progress=None) -> FaceParams:
+    """Run stage A.
+
+    Args:
+        model: the face model.
+        target: ``B`` aligned crops.
+        config: the stage's settings.
+        start: initial parameters (e.g. the regressor's); the pose is initialised from the
+            landmarks when None.
+        progress: optional callable ``(step, loss)`` for progress reporting.
+
+    Returns:
+        Fitted parameters (identity, expression, rotation, translation changed; the others
+        as in ``start``).
+    """
+    size = target.size
+    camera = crop_camera(size, device=target.image.device)
+    init = initial_params(model, target, start)
+    identity = init.identity.clone().requires_grad_(True)
+    expression = init.expression.clone().requires_grad_(True)
+    rotation = init.rotation.clone().requires_grad_(True)
+    # Translation is optimised in decimetres so one learning rate suits every parameter.
+    translation = (init.translation / 100.0).clone().requires_grad_(True)
+    opt = torch.optim.Adam([identity, expression, rotation, translation], lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.iterations, 1), eta_min=config.lr * 0.05)
+    norm = 0.5 * size  # losses in units of half the crop: resolution independent
+    dense_target = target.landmarks478[:, :468, :2]
+    depth_target = target.landmarks478[:, :468, 2]
+    for step in range(config.iterations):
+        params = FaceParams(identity, expression, init.albedo, rotation, translation * 100.0, init.sh,
+                            init.specular, init.roughness)
+        dec = decode_face(model, params, camera)
+        loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target.landmarks68, normaliser=norm)
+        if dec.landmarks_dense is not None and config.dense_weight > 0:
+            n = dec.landmarks_dense.shape[1]
+            loss = loss + config.dense_weight * landmark_loss(dec.landmarks_dense, dense_target[:, :n],
+                                                              normaliser=norm)
+            if config.depth_weight > 0:
+                # MediaPipe's z is relative, in pixel scale, positive away from the camera:
+                # compare centred depths.
+                z_cam = dec.vertices_camera[:, model.landmarks_mediapipe, 2]
+                z_px = -z_cam * camera.focal[:, :1] / (-params.translation[:, 2:3])
+                z_px = z_px - z_px.mean(1, keepdim=True)
+                z_t = depth_target[:, :n] - depth_target[:, :n].mean(1, keepdim=True)
+                loss = loss + config.depth_weight * ((z_px - z_t) ** 2).mean(1) / norm ** 2
+        loss = loss + config.identity_prior * coefficient_prior(identity) \
+            + config.expression_prior * coefficient_prior(expression)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step, float(loss.detach().mean()))
+    return FaceParams(identity.detach(), expression.detach(), init.albedo, rotation.detach(),
+                      translation.detach() * 100.0, init.sh, init.specular, init.roughness)

@@ -1,0 +1,148 @@
+"""Stage B: photometric fit through the renderer (SH light, statistical albedo, specular).
+
+The crop is rendered with the current parameters and compared with the photo on the skin
+mask (eyes, brows, nostrils and mouth interior excluded) with an outlier-robust colour
+distance, so hair, glasses or a hand over the face stop pulling the fit once their error
+saturates. Landmark terms keep the geometry registered and priors keep coefficients
+plausible. The fit runs at ``resolution`` pixels (the crop camera scales with the crop, so
+parameters are resolution independent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from facenet3d.decode import crop_camera, decode_face
+from facenet3d.facemodel import MorphableModel
+from facenet3d.losses import coefficient_prior, landmark_loss, photometric_loss
+from facenet3d.params import FaceParams
+from facenet3d.refine.config import PhotometricStageConfig
+from facenet3d.refine.target import FitTarget
+from facenet3d.render import Renderer, RenderOutput
+from facenet3d.render.color import linear_to_srgb
+from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
+
+
+@dataclass
+class ScaledTarget:
+    """A :class:`FitTarget` resized to a render resolution."""
+
+    image: torch.Tensor  # (B, R, R, 3)
+    skin: torch.Tensor  # (B, R, R)
+    landmarks68: torch.Tensor  # (B, 68, 2)
+    dense: torch.Tensor  # (B, 468, 2)
+    size: int
+
+    @classmethod
+    def from_target(cls, target: FitTarget, size: int) -> ScaledTarget:
+        s = size / target.size
+        img = target.image.permute(0, 3, 1, 2)
+        img = F.interpolate(img, size=(size, size), mode="area") if size < target.size else \
+            F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+        skin = F.interpolate(target.skin_mask[:, None], size=(size, size), mode="area")[:, 0]
+        return cls(img.permute(0, 2, 3, 1), skin, target.landmarks68 * s, target.landmarks478[:, :468, :2] * s, size)
+
+
+def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams, size: int,
+                  albedo_map: torch.Tensor | None = None, specular_map: torch.Tensor | None = None,
+                  roughness_map: torch.Tensor | None = None, vertex_offsets: torch.Tensor | None = None
+                  ) -> tuple[RenderOutput, torch.Tensor]:
+    """Render faces into their ``size`` crop.
+
+    Args:
+        model: the face model.
+        renderer: a renderer for the model's topology.
+        params: the faces.
+        size: crop size in pixels.
+        albedo_map, specular_map, roughness_map: per-face maps overriding the model's
+            statistical ones (stage C).
+        vertex_offsets: ``(B, V, 3)`` mm added to the model-frame vertices (displacement).
+
+    Returns:
+        ``(render output (linear RGB), landmarks68 px)``.
+    """
+    camera = crop_camera(size, device=params.identity.device)
+    verts = model.decode(identity=params.identity, expression=params.expression)
+    if vertex_offsets is not None:
+        verts = verts + vertex_offsets
+    cam_verts = apply_pose(verts, rotation_6d_to_matrix(params.rotation), params.translation)
+    albedo = albedo_map if albedo_map is not None else model.albedo(params.albedo)
+    specular = specular_map
+    if specular is None and model.specular_mean is not None:
+        specular = model.specular() * params.specular[:, :, None, None] if model.albedo_space == "uv" \
+            else model.specular() * params.specular[:, :, None]
+    roughness = roughness_map if roughness_map is not None else params.roughness
+    out = renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
+    lm = camera.camera_to_pixel(cam_verts[:, model.landmarks68.clamp_min(0)])
+    return out, lm
+
+
+def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarget) -> torch.Tensor:
+    """Dense + 68 landmark loss of ``params`` against a scaled target, ``(B,)``."""
+    dec = decode_face(model, params, crop_camera(target.size, device=params.identity.device))
+    norm = 0.5 * target.size
+    loss = landmark_loss(dec.landmarks68, target.landmarks68, normaliser=norm)
+    if dec.landmarks_dense is not None:
+        loss = loss + landmark_loss(dec.landmarks_dense, target.dense[:, : dec.landmarks_dense.shape[1]],
+                                    normaliser=norm)
+    return loss
+
+
+def photometric_error(out: RenderOutput, target: ScaledTarget, robust_scale: float) -> torch.Tensor:
+    """Robust sRGB colour error on the skin pixels the render covers, ``(B,)``."""
+    mask = target.skin * out.mask[..., 0].detach()
+    return photometric_loss(linear_to_srgb(out.image), target.image, mask, scale=robust_scale)
+
+
+def fit_photometric(model: MorphableModel, target: FitTarget, config: PhotometricStageConfig,
+                    start: FaceParams, renderer: Renderer | None = None, progress=None) -> FaceParams:
+    """Run stage B from ``start`` (stage A's result or the regressor's)."""
+    if model.albedo_space == "none":
+        raise ValueError("photometric refinement needs a face model with an albedo space")
+    renderer = renderer or Renderer.from_model(model)
+    scaled = ScaledTarget.from_target(target, config.resolution)
+    names = ("identity", "expression", "albedo", "rotation", "translation", "sh", "specular", "roughness")
+    # Translation in decimetres and SH in units of the ambient term keep step sizes comparable.
+    scales = {"translation": 100.0, "sh": 3.5449}
+    leaves = {n: (getattr(start, n) / scales.get(n, 1.0)).clone().requires_grad_(True) for n in names}
+    opt = torch.optim.Adam(list(leaves.values()), lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.iterations, 1), eta_min=config.lr * 0.05)
+
+    def current() -> FaceParams:
+        p = {n: leaves[n] * scales.get(n, 1.0) for n in names}
+        p["specular"] = p["specular"].clamp(0.0, 4.0)
+        p["roughness"] = p["roughness"].clamp(0.1, 1.0)
+        return FaceParams(**p)
+
+    for step in range(config.iterations):
+        params = current()
+        out, _ = render_params(model, renderer, params, scaled.size)
+        loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale)
+        loss = loss + config.landmark_weight * landmark_terms(model, params, scaled)
+        loss = loss + config.identity_prior * coefficient_prior(params.identity) \
+            + config.expression_prior * coefficient_prior(params.expression) \
+            + config.albedo_prior * coefficient_prior(params.albedo)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step, float(loss.detach().mean()))
+    return current().detach()
+
+
+def initial_lighting(model: MorphableModel, target: FitTarget, params: FaceParams) -> FaceParams:
+    """Set a uniform light whose level makes the mean albedo match the photo's skin brightness."""
+    skin = target.skin_mask[..., None]
+    photo = (target.image * skin).sum((1, 2)) / skin.sum((1, 2)).clamp_min(1.0)  # (B, 3) sRGB
+    from facenet3d.render.color import srgb_to_linear
+
+    mean_albedo = model.albedo().reshape(-1, 3).mean(0)
+    level = (srgb_to_linear(photo).mean(1) / mean_albedo.mean().clamp_min(1e-3)).clamp(0.2, 3.0)
+    out = params.clone()
+    out.sh = torch.zeros_like(out.sh)
+    out.sh[:, 0] = level[:, None] * 3.5449
+    return out

@@ -1,0 +1,59 @@
+"""Running the refinement stages a configuration names, in order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from facenet3d.facemodel import MorphableModel
+from facenet3d.params import FaceParams
+from facenet3d.refine.config import RefineConfig
+from facenet3d.refine.landmarks_stage import fit_landmarks, initial_params
+from facenet3d.refine.maps_stage import FaceMaps, fit_maps, statistical_maps
+from facenet3d.refine.photometric_stage import fit_photometric, initial_lighting
+from facenet3d.refine.target import FitTarget
+from facenet3d.render import Renderer
+
+
+@dataclass
+class RefineResult:
+    """Parameters after the last stage, the UV maps (statistical ones without stage C), and
+    seconds per stage."""
+
+    params: FaceParams
+    maps: FaceMaps | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start: FaceParams | None = None,
+           renderer: Renderer | None = None) -> RefineResult:
+    """Refine faces with the stages of ``config`` (``landmarks``, ``photometric``, ``maps``).
+
+    Args:
+        model: the face model.
+        target: ``B`` aligned crops.
+        config: stages and settings (:func:`~facenet3d.refine.load_refine_config`).
+        start: initial parameters (the regressor's); None starts from the mean face posed by
+            the landmarks.
+        renderer: a renderer for the model, reused across calls when given.
+    """
+    seconds: dict[str, float] = {}
+    params = start.clone() if start is not None else initial_params(model, target)
+    if start is None and model.albedo_space != "none":
+        params = initial_lighting(model, target, params)
+    needs_render = {"photometric", "maps"} & set(config.stages)
+    if needs_render and renderer is None:
+        renderer = Renderer.from_model(model).to(params.identity.device)
+    maps = None
+    for stage in config.stages:
+        t0 = time.perf_counter()
+        if stage == "landmarks":
+            params = fit_landmarks(model, target, config.landmarks, start=params)
+        elif stage == "photometric":
+            params = fit_photometric(model, target, config.photometric, params, renderer=renderer)
+        elif stage == "maps":
+            maps = fit_maps(model, target, config.maps, params, renderer=renderer)
+        seconds[stage] = time.perf_counter() - t0
+    if maps is None and model.albedo_space == "uv":
+        maps = statistical_maps(model, params)
+    return RefineResult(params=params, maps=maps, seconds=seconds)

@@ -1,0 +1,176 @@
+"""Refinement stages on synthetic faces with known parameters and on real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facenet3d.decode import crop_camera, decode_face
+from facenet3d.facemodel import load_face_model
+from facenet3d.params import FaceParams
+from facenet3d.refine import (
+    FitTarget,
+    fit_landmarks,
+    fit_maps,
+    fit_photometric,
+    initial_lighting,
+    initial_params,
+    load_refine_config,
+    refine,
+    render_params,
+)
+from facenet3d.refine.config import LandmarkStageConfig, MapStageConfig, PhotometricStageConfig
+from facenet3d.refine.photometric_stage import ScaledTarget, photometric_error
+from facenet3d.render import Renderer, euler_to_rotation_6d, rotation_6d_to_matrix
+from facenet3d.render.color import linear_to_srgb
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_face_model("default")
+
+
+@pytest.fixture(scope="module")
+def renderer(model):
+    return Renderer.from_model(model)
+
+
+def synthetic_target(model, params: FaceParams, size: int = 224) -> FitTarget:
+    """Landmarks (MediaPipe-like 478 with relative depth, and 68) of a face with known params."""
+    cam = crop_camera(size)
+    dec = decode_face(model, params, cam)
+    b = params.batch_size
+    lm478 = torch.zeros(b, 478, 3)
+    lm478[:, :468, :2] = dec.landmarks_dense
+    depth = -dec.vertices_camera[:, model.landmarks_mediapipe, 2]
+    lm478[:, :468, 2] = (depth - depth.mean(1, keepdim=True)) * cam.focal[:, :1] / (-params.translation[:, 2:3])
+    lm478[:, 468:, :2] = dec.landmarks_dense[:, :10]  # iris points are unused by the fit
+    with torch.no_grad():
+        renderer = Renderer.from_model(model)
+        out, _ = render_params(model, renderer, params, size)
+    image = linear_to_srgb(out.image) * out.mask + 0.3 * (1 - out.mask)
+    skin = torch.ones(b, size, size)
+    return FitTarget(image.detach(), lm478, dec.landmarks68.detach(), skin)
+
+
+def known_params(model, seed: int = 0) -> FaceParams:
+    g = torch.Generator().manual_seed(seed)
+    p = FaceParams.neutral(2, model.identity_dim, model.expression_dim, model.albedo_dim, distance_mm=900)
+    p.identity = torch.randn(2, model.identity_dim, generator=g) * 0.8
+    p.expression = torch.randn(2, model.expression_dim, generator=g) * 0.5
+    p.albedo = torch.randn(2, model.albedo_dim, generator=g) * 0.5
+    p.rotation = euler_to_rotation_6d(torch.tensor([[20.0, -8.0, 5.0], [-30.0, 10.0, -4.0]]))
+    p.translation = torch.tensor([[15.0, -10.0, -900.0], [-20.0, 5.0, -1000.0]])
+    p.sh[:, 1:4] = torch.tensor([0.6, 0.9, 0.3])[:, None]  # light from above, right, front
+    return p
+
+
+def rotation_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r = rotation_6d_to_matrix(a) @ rotation_6d_to_matrix(b).transpose(-1, -2)
+    cos = ((r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos))
+
+
+def test_initial_pose_is_close_already(model):
+    truth = known_params(model)
+    target = synthetic_target(model, truth)
+    init = initial_params(model, target)
+    assert (rotation_error_deg(init.rotation, truth.rotation) < 8).all()
+    assert ((init.translation - truth.translation).abs()[:, 2] / truth.translation[:, 2].abs() < 0.15).all()
+
+
+def test_landmark_stage_recovers_pose_and_landmarks(model):
+    truth = known_params(model)
+    target = synthetic_target(model, truth)
+    fitted = fit_landmarks(model, target, LandmarkStageConfig(iterations=150, identity_prior=1e-4,
+                                                              expression_prior=1e-4))
+    dec = decode_face(model, fitted, crop_camera(224))
+    err = (dec.landmarks_dense - target.landmarks478[:, :468, :2]).norm(dim=-1).mean(1)
+    assert (err < 1.0).all(), err  # sub-pixel on a 224 crop
+    assert (rotation_error_deg(fitted.rotation, truth.rotation) < 3).all()
+    # The mean shape alone fits far worse: the identity/expression coefficients do the work.
+    mean_only = initial_params(model, target)
+    err_mean = (decode_face(model, mean_only, crop_camera(224)).landmarks_dense
+                - target.landmarks478[:, :468, :2]).norm(dim=-1).mean(1)
+    assert (err * 3 < err_mean).all()
+
+
+def test_photometric_stage_lowers_error_and_recovers_light_direction(model, renderer):
+    truth = known_params(model, seed=1)
+    target = synthetic_target(model, truth)
+    start = fit_landmarks(model, target, LandmarkStageConfig(iterations=80))
+    start = initial_lighting(model, target, start)
+    cfg = PhotometricStageConfig(iterations=40, resolution=112)
+    scaled = ScaledTarget.from_target(target, cfg.resolution)
+    with torch.no_grad():
+        before = photometric_error(render_params(model, renderer, start, 112)[0], scaled, cfg.robust_scale)
+    fitted = fit_photometric(model, target, cfg, start, renderer=renderer)
+    with torch.no_grad():
+        after = photometric_error(render_params(model, renderer, fitted, 112)[0], scaled, cfg.robust_scale)
+    assert (after < 0.5 * before).all(), (before, after)
+    # Band-1 SH (direction of the light) points the same way as the truth's.
+    cos = torch.nn.functional.cosine_similarity(fitted.sh[:, 1:4].mean(-1), truth.sh[:, 1:4].mean(-1), dim=-1)
+    assert (cos > 0.8).all(), cos
+
+
+def test_maps_stage_valid_ranges_and_better_fit(model, renderer):
+    truth = known_params(model, seed=2)
+    target = synthetic_target(model, truth.index(0))
+    start = truth.index(0).clone()
+    start.albedo.zero_()  # the maps must recover what the statistical albedo misses
+    cfg = MapStageConfig(iterations=25, resolution=112)
+    maps = fit_maps(model, target, cfg, start, renderer=renderer)
+    assert maps.albedo.min() >= 0 and maps.albedo.max() <= 1
+    assert maps.specular.min() >= 0 and maps.specular.max() <= 0.08
+    assert maps.roughness.min() >= 0.1 and maps.roughness.max() <= 1
+    assert maps.displacement.abs().max() <= cfg.max_displacement_mm
+    assert torch.allclose(maps.normal.norm(dim=-1), torch.ones(1), atol=1e-4)
+    scaled = ScaledTarget.from_target(target, 112)
+    pixel = Renderer.from_model(model, shading="pixel")
+    with torch.no_grad():
+        base = photometric_error(render_params(model, pixel, start, 112)[0], scaled, cfg.robust_scale)
+        refined = photometric_error(render_params(model, pixel, start, 112, albedo_map=maps.albedo,
+                                                  specular_map=maps.specular, roughness_map=maps.roughness)[0],
+                                    scaled, cfg.robust_scale)
+    assert refined < 0.8 * base
+
+
+def test_presets_and_overrides(tmp_path):
+    fast, full = load_refine_config("fast"), load_refine_config("full")
+    assert fast.stages == ("landmarks", "photometric")
+    assert full.stages == ("landmarks", "photometric", "maps")
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("stages: [landmarks]\nlandmarks:\n  iterations: 7\n")
+    cfg = load_refine_config(custom)
+    assert cfg.stages == ("landmarks",) and cfg.landmarks.iterations == 7
+    custom.write_text("landmarks:\n  itertions: 7\n")
+    with pytest.raises(ValueError, match="itertions"):
+        load_refine_config(custom)
+    with pytest.raises(ValueError, match="unknown refine preset"):
+        load_refine_config("fastest")
+
+
+def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):
+    from facenet3d.landmarks.cache import process_photo
+    from facenet3d.landmarks.detect import FaceDetector
+
+    photos = sorted((faces_dir / "utkface").glob("*.jpg"))[:2]
+    det = FaceDetector()
+    arrays = [process_photo(p, det)[1] for p in photos]
+    target = FitTarget.from_arrays(np.stack([a["crop"] for a in arrays]), np.stack([a["landmarks478"] for a in arrays]),
+                                   np.stack([a["landmarks68"] for a in arrays]), np.stack([a["skin_mask"] for a in arrays]))
+    scaled = ScaledTarget.from_target(target, 160)
+
+    def err(params, maps=None):
+        kw = {} if maps is None else {"albedo_map": maps.albedo}
+        with torch.no_grad():
+            return photometric_error(render_params(model, renderer, params, 160, **kw)[0], scaled, 0.15)
+
+    mean = initial_lighting(model, target, initial_params(model, target))
+    cfg = load_refine_config("fast")
+    a = refine(model, target, load_refine_config("landmarks"), renderer=renderer)
+    a_lit = initial_lighting(model, target, a.params)
+    ab = refine(model, target, cfg, renderer=renderer)
+    e_mean, e_a, e_ab = err(mean), err(a_lit), err(ab.params)
+    assert (e_ab < e_a).all() and (e_a <= e_mean * 1.05).all(), (e_mean, e_a, e_ab)

@@ -1,0 +1,1 @@
+"""The training application: face-model builder and the Lightning trainer of the regressor."""

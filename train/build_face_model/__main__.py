@@ -1,0 +1,5 @@
+import sys
+
+from train.build_face_model.build import main
+
+sys.exit(main())
