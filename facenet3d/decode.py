@@ -57,19 +57,29 @@ class DecodedFace:
     landmarks_dense: torch.Tensor | None
 
 
-def decode_face(model: MorphableModel, params: FaceParams, camera: PinholeCamera) -> DecodedFace:
+def decode_face(model: MorphableModel, params: FaceParams, camera: PinholeCamera,
+                landmarks_only: bool = False) -> DecodedFace:
     """Decode shape, apply the pose, project the landmarks.
 
     Args:
         model: the face model.
         params: ``B`` faces.
         camera: the camera (``B`` or 1 cameras).
+        landmarks_only: decode only the landmark vertices (much faster on large meshes);
+            ``vertices`` and ``vertices_camera`` then hold the 68 landmarks followed by the
+            dense ones.
     """
-    verts = model.decode(identity=params.identity, expression=params.expression)
+    lm68_idx = model.landmarks68.clamp_min(0)
+    dense_idx = model.landmarks_mediapipe
+    if landmarks_only:
+        idx = lm68_idx if dense_idx is None else torch.cat([lm68_idx, dense_idx])
+        verts = model.decode(identity=params.identity, expression=params.expression, vertex_indices=idx)
+        lm68_idx = torch.arange(len(lm68_idx), device=verts.device)
+        dense_idx = None if dense_idx is None else torch.arange(len(lm68_idx), len(idx), device=verts.device)
+    else:
+        verts = model.decode(identity=params.identity, expression=params.expression)
     rot = rotation_6d_to_matrix(params.rotation)
     cam = apply_pose(verts, rot, params.translation)
-    lm68 = camera.camera_to_pixel(cam[:, model.landmarks68.clamp_min(0)])
-    dense = None
-    if model.landmarks_mediapipe is not None:
-        dense = camera.camera_to_pixel(cam[:, model.landmarks_mediapipe])
+    lm68 = camera.camera_to_pixel(cam[:, lm68_idx])
+    dense = None if dense_idx is None else camera.camera_to_pixel(cam[:, dense_idx])
     return DecodedFace(verts, cam, rot, lm68, dense)

@@ -78,13 +78,40 @@ def face_result(rec: FaceReconstruction, model: MorphableModel, renderer: Render
     maps = rec.maps
     kwargs = {}
     if maps is not None:
-        kwargs = {"albedo": maps.albedo[0].cpu().numpy(), "specular": maps.specular[0].cpu().numpy(),
-                  "roughness": maps.roughness[0].cpu().numpy()}
+        covered = chart_mask(model, maps.albedo.shape[1])
+        kwargs = {"albedo": flatten_outside(maps.albedo[0].cpu().numpy(), covered),
+                  "specular": flatten_outside(maps.specular[0].cpu().numpy(), covered),
+                  "roughness": flatten_outside(maps.roughness[0].cpu().numpy(), covered)}
         if rec.refine == "full" or bool((maps.displacement != 0).any()):
             kwargs["normal_map"] = encode_normal_map(maps.normal[0].cpu().numpy())
     mesh = mesh_from_face_model(model, rec.vertices, **kwargs)
     return FaceResult(mesh=mesh, params=rec.params_record(model_name), landmarks_image_px=rec.landmarks68_image,
                       landmarks_mesh_mm=rec.landmarks68_mesh, overlay=render_overlay(rec, model, renderer, photo))
+
+
+def chart_mask(model: MorphableModel, size: int, border: int = 4) -> np.ndarray:
+    """``(size, size)`` bool: texels of the model's UV charts grown by ``border`` texels (what
+    bilinear and mip-mapped sampling can reach). Cached per model and size."""
+    key = (id(model), size, border)
+    if key not in _CHART_MASKS:
+        import cv2
+
+        from facenet3d.render.uv import UVRaster
+
+        covered = UVRaster.build(model.uvs.cpu(), model.uv_triangles.cpu(), size).covered.numpy()
+        grown = cv2.dilate(covered.astype(np.uint8), np.ones((2 * border + 1, 2 * border + 1), np.uint8))
+        _CHART_MASKS[key] = grown.astype(bool)
+    return _CHART_MASKS[key]
+
+
+_CHART_MASKS: dict = {}
+
+
+def flatten_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Texels outside ``mask`` set to the mean inside it (clean, compressible texture files)."""
+    out = image.copy()
+    out[~mask] = image[mask].mean(0)
+    return out
 
 
 def full_size_photo(path: Path) -> np.ndarray:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -21,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import trimesh
+from gltf_validation import assert_valid_gltf, run_validator
 from PIL import Image
 
 from facenet3d.errors import ExportError, Facenet3DError
@@ -45,8 +44,6 @@ from facenet3d.export import (
     write_png,
 )
 from facenet3d.export.gltf import SPECULAR_COLOR_FACTOR
-
-JS_DIR = Path(__file__).resolve().parent / "js"
 
 RED, GREEN, BLUE, GREY = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.2, 0.2, 0.2)
 
@@ -86,30 +83,6 @@ def full_tube() -> TexturedMesh:
     tangent_normals = np.dstack([np.full((h, h), 0.3), np.full((h, h), -0.2), np.ones((h, h))])
     return tube(albedo=corner_texture(), specular=np.full((h, h, 3), 0.06, np.float32), roughness=ramp,
                 normal=encode_normal_map(tangent_normals))
-
-
-def node_or_skip() -> str:
-    node = shutil.which("node")
-    if node is None or not (JS_DIR / "node_modules" / "gltf-validator").is_dir():
-        msg = "node or tests/js/node_modules/gltf-validator missing (run `npm install --prefix tests/js`)"
-        if os.environ.get("FACENET3D_REQUIRE_SHARED") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return node
-
-
-def run_validator(path: Path) -> tuple[int, dict]:
-    out = subprocess.run([node_or_skip(), str(JS_DIR / "validate_gltf.js"), str(path)],
-                         capture_output=True, text=True, timeout=120)
-    return out.returncode, json.loads(out.stdout)[str(path)]
-
-
-def assert_valid_gltf(path: Path) -> None:
-    """The Khronos validator finds no error and no warning in ``path``."""
-    code, report = run_validator(path)
-    issues = report["issues"]
-    assert code == 0 and issues["numErrors"] == 0, json.dumps(issues, indent=1)
-    assert issues["numWarnings"] == 0, json.dumps(issues, indent=1)
 
 
 @dataclass

@@ -242,6 +242,7 @@ class MorphableModel(nn.Module):
         identity: torch.Tensor | None = None,
         expression: torch.Tensor | None = None,
         pose: torch.Tensor | None = None,
+        vertex_indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Vertices of the model.
 
@@ -250,13 +251,23 @@ class MorphableModel(nn.Module):
             expression: ``(B, Ke)`` expression coefficients.
             pose: ``(B, J, 3)`` axis-angle joint rotations (radians) for articulated models;
                 ignored for models without joints.
+            vertex_indices: ``(N,)`` decode only these vertices (e.g. landmarks, for fast
+                fitting); not with ``pose`` (skinning needs the whole mesh).
 
         Returns:
-            ``(B, V, 3)`` vertices in millimetres in the model frame (+y up, +z out of the face).
+            ``(B, V, 3)`` (or ``(B, N, 3)``) vertices in millimetres in the model frame
+            (+y up, +z out of the face).
         """
         b = self._batch(identity, expression, pose)
         alpha = self._coefficients(identity, self.identity_dim, b, self.mean_shape, "identity")
         beta = self._coefficients(expression, self.expression_dim, b, self.mean_shape, "expression")
+        if vertex_indices is not None:
+            if pose is not None and self.joint_regressor is not None:
+                raise ValueError("vertex_indices cannot be combined with a skinned pose")
+            idx = vertex_indices.to(self.mean_shape.device)
+            id_rows = self.identity_basis.view(self.identity_dim, -1, 3)[:, idx].reshape(self.identity_dim, -1)
+            ex_rows = self.expression_basis.view(self.expression_dim, -1, 3)[:, idx].reshape(self.expression_dim, -1)
+            return self.mean_shape[idx] + (alpha @ id_rows + beta @ ex_rows).view(b, len(idx), 3)
         offsets = alpha @ self.identity_basis + beta @ self.expression_basis
         verts = self.mean_shape + offsets.view(b, self.num_vertices, 3)
         if pose is not None and self.joint_regressor is not None:

@@ -111,7 +111,7 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
     for step in range(config.iterations):
         params = FaceParams(identity, expression, init.albedo, rotation, translation * 100.0, init.sh,
                             init.specular, init.roughness)
-        dec = decode_face(model, params, camera)
+        dec = decode_face(model, params, camera, landmarks_only=True)
         loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target.landmarks68, normaliser=norm)
         if dec.landmarks_dense is not None and config.dense_weight > 0:
             n = dec.landmarks_dense.shape[1]
@@ -120,7 +120,7 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
             if config.depth_weight > 0:
                 # MediaPipe's z is relative, in pixel scale, positive away from the camera:
                 # compare centred depths.
-                z_cam = dec.vertices_camera[:, model.landmarks_mediapipe, 2]
+                z_cam = dec.vertices_camera[:, -n:, 2]  # the dense landmarks come last
                 z_px = -z_cam * camera.focal[:, :1] / (-params.translation[:, 2:3])
                 z_px = z_px - z_px.mean(1, keepdim=True)
                 z_t = depth_target[:, :n] - depth_target[:, :n].mean(1, keepdim=True)

@@ -82,7 +82,7 @@ def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams,
 
 def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarget) -> torch.Tensor:
     """Dense + 68 landmark loss of ``params`` against a scaled target, ``(B,)``."""
-    dec = decode_face(model, params, crop_camera(target.size, device=params.identity.device))
+    dec = decode_face(model, params, crop_camera(target.size, device=params.identity.device), landmarks_only=True)
     norm = 0.5 * target.size
     loss = landmark_loss(dec.landmarks68, target.landmarks68, normaliser=norm)
     if dec.landmarks_dense is not None:

@@ -22,6 +22,8 @@ mirrored copies (no left/right bias), and EM-PCA with missing data. Colours are 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -32,6 +34,16 @@ from facenet3d.render.uv import UVRaster
 
 #: A texel must face the camera at least this much to be trusted.
 MIN_FACING = 0.35
+
+
+def nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmedian`` without the warning for all-NaN slices (texels no photo saw: NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=axis)
+
+
+
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -143,7 +155,7 @@ def em_pca(maps: np.ndarray, valid: np.ndarray, modes: int, iterations: int = 4,
         ``(mean (D,), components (K, D) unit rows, variances (K,))``.
     """
     x = maps.astype(np.float32).copy()
-    mean = np.nanmedian(np.where(valid, x, np.nan), axis=0)
+    mean = nanmedian(np.where(valid, x, np.nan), axis=0)
     mean = np.where(np.isnan(mean), np.nanmean(mean), mean).astype(np.float32)
     x[~valid] = np.broadcast_to(mean, x.shape)[~valid]
     g = torch.Generator().manual_seed(seed)

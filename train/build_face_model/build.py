@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from facenet3d.export import write_json
-from facenet3d.facemodel import FaceModelArrays, save_face_model
+from facenet3d.facemodel import FaceModelArrays, load_native, save_face_model
 from facenet3d.geometry import vertex_normals
 from facenet3d.landmarks.cache import PhotoCache, preprocess
 from facenet3d.landmarks.mean_face import generalized_procrustes
@@ -29,6 +29,7 @@ from facenet3d.render.uv import UVRaster
 from train.build_face_model import albedo as alb
 from train.build_face_model import geometry as geo
 from train.build_face_model.mesh import RenderMesh, build_render_mesh
+from train.build_face_model.renders import write_model_card_images
 
 #: Specular prior: Fresnel reflectance at normal incidence of skin, from its refractive index
 #: n = 1.4 (Tuchin, "Tissue Optics"; Donner and Jensen 2006): ((n - 1) / (n + 1))^2 = 0.028.
@@ -154,8 +155,23 @@ def build_geometry(photos: PhotoSet, cfg: BuildConfig) -> tuple[geo.ShapeBases, 
                     "other basis",
         },
         "mouth_opening_mm": _mouth_opening(bases),
+        "variation_rms_mm": _variation_rms(clean[train], ids[train], neutral[train]),
     }
     return bases, report
+
+
+def _variation_rms(shapes: np.ndarray, ids: np.ndarray, neutral: np.ndarray) -> dict:
+    """Between- and within-person RMS per-vertex variation of the training meshes, and how much
+    of the between-person variation plain PCA's top-15 within-person directions would hold."""
+    deltas, means = geo.within_person_deviations(shapes, ids, neutral)
+    d = deltas.reshape(len(deltas), -1)
+    m = means.reshape(len(means), -1)
+    m = m - m.mean(0)
+    p = geo.NUM_MEDIAPIPE_VERTICES
+    _, _, vt = np.linalg.svd(d, full_matrices=False)
+    return {"between_person": round(float(np.sqrt((m ** 2).sum(1).mean() / p)), 3),
+            "within_person": round(float(np.sqrt((d ** 2).sum(1).mean() / p)), 3),
+            "between_person_fraction_in_top15_within_pca": round(geo.subspace_fraction(m, vt[:15]), 3)}
 
 
 def _attribution(vectors: np.ndarray, identity: np.ndarray, expression: np.ndarray) -> float:
@@ -218,10 +234,10 @@ def build_albedo(photos: PhotoSet, mesh: RenderMesh, cfg: BuildConfig) -> tuple[
         valids.append(v)
     maps, valids = np.stack(maps), np.stack(valids)
     # Robust outlier rejection against the per-texel median.
-    med = np.nanmedian(np.where(valids[..., None], maps, np.nan), axis=0)
+    med = alb.nanmedian(np.where(valids[..., None], maps, np.nan), axis=0)
     med = np.where(np.isnan(med), np.nanmean(med), med)
     dev = np.abs(maps - med).max(-1)
-    mad = np.nanmedian(np.where(valids, dev, np.nan), axis=0)
+    mad = alb.nanmedian(np.where(valids, dev, np.nan), axis=0)
     valids &= dev <= 4 * np.maximum(np.nan_to_num(mad, nan=1.0), 0.02)
     maps = np.concatenate([maps, alb.mirror_uv(maps)])
     valids = np.concatenate([valids, valids[:, :, ::-1]])
@@ -310,10 +326,14 @@ def build(cfg: BuildConfig) -> Path:
             "specular": f"constant F0 {SKIN_F0} (skin refractive index 1.4)",
             "roughness": f"constant {SKIN_ROUGHNESS} (Weyrich et al. 2006)",
             "seed": cfg.seed,
+            # The cylindrical layout of a mirror-symmetric mean: u and 1 - u are mirror points.
+            "uv_symmetric": True,
         },
     )
     path = save_face_model(arrays, cfg.output, half_bases=True)
+    card = write_model_card_images(load_native(path), path.parent / f"{path.stem}_card")
     report = {
+        "card_images": [str(p.relative_to(path.parent)) for p in card],
         "model": str(path),
         "file_size_mb": round(path.stat().st_size / 2**20, 2),
         "render_mesh": {"vertices": mesh.num_vertices, "triangles": int(len(mesh.triangles))},
