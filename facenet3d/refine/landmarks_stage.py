@@ -16,6 +16,7 @@ from facenet3d.facemodel import MorphableModel
 from facenet3d.losses import coefficient_prior, landmark_loss
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import LandmarkStageConfig
+from facenet3d.refine.optim import minimise
 from facenet3d.refine.target import FitTarget
 from facenet3d.render.pose import matrix_to_rotation_6d
 
@@ -103,12 +104,11 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
     rotation = init.rotation.clone().requires_grad_(True)
     # Translation is optimised in decimetres so one learning rate suits every parameter.
     translation = (init.translation / 100.0).clone().requires_grad_(True)
-    opt = torch.optim.Adam([identity, expression, rotation, translation], lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.iterations, 1), eta_min=config.lr * 0.05)
     norm = 0.5 * size  # losses in units of half the crop: resolution independent
     dense_target = target.landmarks478[:, :468, :2]
     depth_target = target.landmarks478[:, :468, 2]
-    for step in range(config.iterations):
+
+    def loss_fn() -> torch.Tensor:
         params = FaceParams(identity, expression, init.albedo, rotation, translation * 100.0, init.sh,
                             init.specular, init.roughness)
         dec = decode_face(model, params, camera, landmarks_only=True)
@@ -125,13 +125,9 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
                 z_px = z_px - z_px.mean(1, keepdim=True)
                 z_t = depth_target[:, :n] - depth_target[:, :n].mean(1, keepdim=True)
                 loss = loss + config.depth_weight * ((z_px - z_t) ** 2).mean(1) / norm ** 2
-        loss = loss + config.identity_prior * coefficient_prior(identity) \
+        return loss + config.identity_prior * coefficient_prior(identity) \
             + config.expression_prior * coefficient_prior(expression)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-        sched.step()
-        if progress is not None:
-            progress(step, float(loss.detach().mean()))
+
+    minimise([identity, expression, rotation, translation], loss_fn, config.iterations, config.lr, progress)
     return FaceParams(identity.detach(), expression.detach(), init.albedo, rotation.detach(),
                       translation.detach() * 100.0, init.sh, init.specular, init.roughness)

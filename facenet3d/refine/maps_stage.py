@@ -27,6 +27,7 @@ from facenet3d.facemodel import MorphableModel
 from facenet3d.losses import laplacian_smoothness, symmetry_loss, total_variation
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import MapStageConfig
+from facenet3d.refine.optim import minimise
 from facenet3d.refine.photometric_stage import ScaledTarget, photometric_error, render_params
 from facenet3d.refine.target import FitTarget
 from facenet3d.render import Renderer, texture
@@ -123,7 +124,6 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     spec_logit = _logit(spec0 / MAX_SPECULAR).clone().requires_grad_(True)
     rough_logit = _logit((rough0 - MIN_ROUGHNESS) / (MAX_ROUGHNESS - MIN_ROUGHNESS)).clone().requires_grad_(True)
     disp_raw = torch.zeros(b, t, t, 1, device=base.device, requires_grad=True)
-    opt = torch.optim.Adam([d_albedo, spec_logit, rough_logit, disp_raw], lr=config.lr)
     mask = covered
 
     def maps() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,7 +133,7 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         disp = config.max_displacement_mm * torch.tanh(disp_raw)
         return albedo, spec, rough, disp
 
-    for step in range(config.iterations):
+    def loss_fn() -> torch.Tensor:
         albedo, spec, rough, disp = maps()
         disp_v = texture(disp, vertex_uv, boundary_mode="clamp")[:, :, 0]  # (B, V, 1)
         out, _ = render_params(model, renderer, start, scaled.size, albedo_map=albedo, specular_map=spec,
@@ -147,11 +147,10 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         loss = loss + config.displacement_weight * ((disp / config.max_displacement_mm) ** 2).flatten(1).mean(1)
         if symmetric:
             loss = loss + config.symmetry_weight * (symmetry_loss(albedo, mask) + symmetry_loss(disp / 10.0, mask))
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-        if progress is not None:
-            progress(step, float(loss.detach().mean()))
+        return loss
+
+    minimise([d_albedo, spec_logit, rough_logit, disp_raw], loss_fn, config.iterations, config.lr, progress,
+             anneal=False)
     with torch.no_grad():
         albedo, spec, rough, disp = maps()
         normal = displacement_normals(disp, mm_per_uv(model) / t)

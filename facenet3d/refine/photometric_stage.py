@@ -20,6 +20,7 @@ from facenet3d.facemodel import MorphableModel
 from facenet3d.losses import coefficient_prior, landmark_loss, photometric_loss
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import PhotometricStageConfig
+from facenet3d.refine.optim import minimise
 from facenet3d.refine.target import FitTarget
 from facenet3d.render import Renderer, RenderOutput
 from facenet3d.render.color import linear_to_srgb
@@ -108,29 +109,22 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
     # Translation in decimetres and SH in units of the ambient term keep step sizes comparable.
     scales = {"translation": 100.0, "sh": 3.5449}
     leaves = {n: (getattr(start, n) / scales.get(n, 1.0)).clone().requires_grad_(True) for n in names}
-    opt = torch.optim.Adam(list(leaves.values()), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.iterations, 1), eta_min=config.lr * 0.05)
-
     def current() -> FaceParams:
         p = {n: leaves[n] * scales.get(n, 1.0) for n in names}
         p["specular"] = p["specular"].clamp(0.0, 4.0)
         p["roughness"] = p["roughness"].clamp(0.1, 1.0)
         return FaceParams(**p)
 
-    for step in range(config.iterations):
+    def loss_fn() -> torch.Tensor:
         params = current()
         out, _ = render_params(model, renderer, params, scaled.size)
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale)
         loss = loss + config.landmark_weight * landmark_terms(model, params, scaled)
-        loss = loss + config.identity_prior * coefficient_prior(params.identity) \
+        return loss + config.identity_prior * coefficient_prior(params.identity) \
             + config.expression_prior * coefficient_prior(params.expression) \
             + config.albedo_prior * coefficient_prior(params.albedo)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-        sched.step()
-        if progress is not None:
-            progress(step, float(loss.detach().mean()))
+
+    minimise(list(leaves.values()), loss_fn, config.iterations, config.lr, progress)
     return current().detach()
 
 
