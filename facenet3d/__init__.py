@@ -11,8 +11,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from facenet3d.errors import (  # noqa: E402
-    Facenet3DError,
     FaceModelFormatError,
+    Facenet3DError,
     ImageReadError,
     NoFaceError,
     WeightsError,

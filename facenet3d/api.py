@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facenet3d.decode import CROP_FOCAL_PER_PX
+from facenet3d.camera_math import ImageCamera, photo_pose, project_points
 from facenet3d.errors import NoFaceError, WeightsError
+from facenet3d.export.records import params_record
 from facenet3d.facemodel import MorphableModel, load_face_model
 from facenet3d.landmarks.cache import face_crop_arrays
 from facenet3d.landmarks.detect import DetectedFace, FaceDetector
@@ -28,19 +28,10 @@ from facenet3d.reconstruct import REFINE_CHOICES  # noqa: F401  (re-exported)
 from facenet3d.refine import FitTarget, RefineConfig, load_refine_config
 from facenet3d.refine import refine as run_refinement
 from facenet3d.refine.maps_stage import FaceMaps, statistical_maps
-from facenet3d.render import Renderer, matrix_to_euler, rotation_6d_to_matrix
+from facenet3d.render import Renderer, rotation_6d_to_matrix
 
 #: Decoding limit for photos: faces are cropped to a few hundred pixels anyway.
 MAX_DECODE_SIDE = 2048
-
-
-@dataclass
-class ImageCamera:
-    """The pinhole camera of the original photo (pixels; see :mod:`facenet3d.render.camera`)."""
-
-    focal: tuple[float, float]
-    principal: tuple[float, float]
-    image_size: tuple[int, int]  # (H, W)
 
 
 @dataclass
@@ -66,56 +57,13 @@ class FaceReconstruction:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def params_record(self, model_name: str = "") -> dict:
-        """The JSON-able ``params.json`` content."""
+        """The JSON-able ``params.json`` content (see :func:`facenet3d.export.records.params_record`)."""
         p = self.params
-        ypr = matrix_to_euler(torch.as_tensor(self.rotation, dtype=torch.float64)).tolist()
-        return {
-            "face_model": model_name,
-            "identity": p.identity[0].tolist(),
-            "expression": p.expression[0].tolist(),
-            "albedo": p.albedo[0].tolist(),
-            "sh": p.sh[0].tolist(),
-            "specular_scale": float(p.specular[0, 0]),
-            "roughness": float(p.roughness[0, 0]),
-            "rotation_ypr_deg": [round(v, 4) for v in ypr],
-            "rotation_matrix": np.round(self.rotation, 6).tolist(),
-            "translation_mm": np.round(self.translation, 4).tolist(),
-            "camera": {
-                "focal_px": list(self.camera.focal),
-                "principal_px": list(self.camera.principal),
-                "image_size_hw": list(self.camera.image_size),
-                "convention": "OpenGL camera looking down -z, +y up; pixel origin top-left, centres at +0.5; "
-                              "u = cx + fx X / -Z, v = cy - fy Y / -Z; x_cam = R x_model + t (mm)",
-            },
-            "crop": {"size": self.crop_size, "forward": np.round(self.crop_forward, 8).tolist(),
-                     "focal_px": CROP_FOCAL_PER_PX * self.crop_size,
-                     "rotation_6d": p.rotation[0].tolist(), "translation_mm": p.translation[0].tolist()},
-            "detection": {"box": np.round(self.detected.box, 2).tolist(), "score": float(self.detected.score)},
-            "refine": self.refine,
-            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-        }
-
-
-def photo_pose(rotation: np.ndarray, translation: np.ndarray, forward: np.ndarray, crop_size: int
-               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Turn a pose in an aligned crop's camera into the original photo's camera.
-
-    The crop is a similarity ``p_crop = s R2(theta) p + t`` of the photo. Mapping the crop's
-    projection back through it equals projecting with focal ``f / s`` and principal point
-    ``A^-1(c)`` after rotating the scene by ``theta`` about the optical axis.
-
-    Returns:
-        ``(R (3, 3), t (3,), focal (fx, fy), principal (cx, cy))`` of the photo camera.
-    """
-    a = np.asarray(forward, np.float64)
-    s = math.sqrt(abs(np.linalg.det(a[:, :2])))
-    theta = math.atan2(a[1, 0], a[0, 0])
-    c, sn = math.cos(theta), math.sin(theta)
-    rz = np.array([[c, -sn, 0.0], [sn, c, 0.0], [0.0, 0.0, 1.0]])
-    centre = np.array([crop_size / 2.0, crop_size / 2.0])
-    principal = np.linalg.solve(a[:, :2], centre - a[:, 2])
-    f = CROP_FOCAL_PER_PX * crop_size / s
-    return rz @ rotation, rz @ translation, (f, f), (float(principal[0]), float(principal[1]))
+        return params_record({name: t[0].detach().cpu().numpy() for name, t in vars(p).items()},
+                             rotation=self.rotation, translation=self.translation, camera=self.camera,
+                             crop_size=self.crop_size, crop_forward=self.crop_forward,
+                             detection_box=self.detected.box, detection_score=self.detected.score,
+                             refine=self.refine, seconds=self.seconds, model_name=model_name)
 
 
 class FaceReconstructor:
@@ -237,9 +185,7 @@ class FaceReconstructor:
         r_img, t_img, focal, principal = photo_pose(rot, trans, crop["forward"], self.crop_size)
         v = verts.double().cpu().numpy()
         lm_mesh = v[self.model.landmarks68.clamp_min(0).cpu().numpy()]
-        cam_pts = lm_mesh @ r_img.T + t_img
-        lm_img = np.stack([principal[0] + focal[0] * cam_pts[:, 0] / -cam_pts[:, 2],
-                           principal[1] - focal[1] * cam_pts[:, 1] / -cam_pts[:, 2]], -1)
+        lm_img = project_points(lm_mesh @ r_img.T + t_img, focal, principal)
         h, w = hw
         return FaceReconstruction(
             params=p, maps=None if maps is None else FaceMaps(*(getattr(maps, n)[i:i + 1] for n in

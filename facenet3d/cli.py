@@ -18,6 +18,8 @@ COMMAND_MODULES: list[str] = [
     "facenet3d.reconstruct",
     "facenet3d.facemodel.commands",
     "facenet3d.landmarks.commands",
+    "facenet3d.onnx.commands",
+    "facenet3d.evaluate.commands",
 ]
 
 

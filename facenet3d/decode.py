@@ -16,13 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from facenet3d.camera_math import CROP_FOCAL_PER_PX
 from facenet3d.facemodel import MorphableModel
 from facenet3d.params import FaceParams
 from facenet3d.render.camera import PinholeCamera
 from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
-
-#: Focal length in pixels per pixel of crop size.
-CROP_FOCAL_PER_PX = 1015.0 / 224.0
 
 
 def crop_camera(size: int, batch: int = 1, device: torch.device | str | None = None) -> PinholeCamera:

@@ -39,16 +39,13 @@ def render_overlay(rec: FaceReconstruction, model: MorphableModel, renderer: Ren
         renderer: a renderer for the model.
         photo: ``(H, W, 3)`` uint8 RGB at the photo's full size.
     """
-    import cv2
     import torch
 
     from facenet3d.decode import CROP_FOCAL_PER_PX
     from facenet3d.render import PinholeCamera, apply_pose, rotation_6d_to_matrix
     from facenet3d.render.color import linear_to_srgb
 
-    fwd = np.asarray(rec.crop_forward, np.float64)
-    photo_per_crop = 1.0 / np.sqrt(abs(np.linalg.det(fwd[:, :2])))
-    size = int(np.clip(round(rec.crop_size * photo_per_crop), rec.crop_size, MAX_OVERLAY_RENDER))
+    size = overlay_render_size(rec.crop_forward, rec.crop_size)
     p = rec.params
     cam = PinholeCamera.create(CROP_FOCAL_PER_PX * size, (size, size))
     with torch.no_grad():
@@ -57,12 +54,44 @@ def render_overlay(rec: FaceReconstruction, model: MorphableModel, renderer: Ren
         albedo = rec.maps.albedo if rec.maps is not None else model.albedo(p.albedo)
         out = renderer(cam_verts, cam, p.sh, albedo.clamp(0, 1))
         rgba = torch.cat([linear_to_srgb(out.image), out.mask], -1)[0].cpu().numpy().astype(np.float32)
+    return composite_crop_render(rgba, rec.crop_forward, rec.crop_size, photo)
+
+
+def overlay_render_size(crop_forward: np.ndarray, crop_size: int) -> int:
+    """Side of the overlay render in the crop camera: about the photo's resolution at the face,
+    at least the crop size, at most :data:`MAX_OVERLAY_RENDER`."""
+    fwd = np.asarray(crop_forward, np.float64)
+    photo_per_crop = 1.0 / np.sqrt(abs(np.linalg.det(fwd[:, :2])))
+    return int(np.clip(round(crop_size * photo_per_crop), crop_size, MAX_OVERLAY_RENDER))
+
+
+def composite_crop_render(rgba: np.ndarray, crop_forward: np.ndarray, crop_size: int, photo: np.ndarray
+                          ) -> np.ndarray:
+    """Warp a render made in the aligned crop's camera into the photo and alpha-composite it.
+
+    numpy + OpenCV only: the torch-free runtime (``infer/``) composites its overlays with it too.
+
+    Args:
+        rgba: ``(S, S, 4)`` float32 sRGB colour and coverage in ``[0, 1]``, rendered with the crop
+            camera scaled to ``S`` pixels (focal ``CROP_FOCAL_PER_PX * S``, centre ``S / 2``).
+        crop_forward: ``(2, 3)`` photo px -> crop px.
+        crop_size: the crop size ``crop_forward`` maps to.
+        photo: ``(H, W, 3)`` uint8 RGB.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    import cv2
+
+    size = rgba.shape[0]
+    fwd = np.asarray(crop_forward, np.float64)
     # render px -> crop px -> photo px
-    scale = np.diag([rec.crop_size / size, rec.crop_size / size, 1.0])
+    scale = np.diag([crop_size / size, crop_size / size, 1.0])
     inv = np.linalg.inv(np.vstack([fwd, [0, 0, 1]]))
     to_photo = (inv @ scale)[:2]
     h, w = photo.shape[:2]
-    warped = cv2.warpAffine(rgba, to_photo, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    warped = cv2.warpAffine(np.asarray(rgba, np.float32), to_photo, (w, h), flags=cv2.INTER_LINEAR,
+                            borderValue=0)
     alpha = warped[..., 3:4]
     blended = photo.astype(np.float32) / 255.0 * (1 - alpha) + warped[..., :3] * alpha
     return (np.clip(blended, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -122,6 +151,10 @@ def full_size_photo(path: Path) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.backend == "onnx":
+        return run_onnx(args)
+    if args.refine is None:
+        args.refine = "fast"
     from tqdm import tqdm
 
     from facenet3d.api import FaceReconstructor
@@ -170,18 +203,45 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def run_onnx(args: argparse.Namespace) -> int:
+    """``--backend onnx``: the torch-free runtime (:mod:`infer`), regressor only."""
+    if args.refine not in (None, "none"):
+        print("error: --refine is torch-only; the ONNX backend runs the regressor alone (--refine none)",
+              file=sys.stderr)
+        return 2
+    if not args.onnx:
+        print("error: --backend onnx needs --onnx FILE (write one with `facenet3d export-onnx`)", file=sys.stderr)
+        return 2
+    from infer.__main__ import build_parser
+    from infer.__main__ import run as run_infer
+
+    infer_args = build_parser().parse_args([*map(str, args.inputs), "-o", str(args.output), "--onnx", args.onnx])
+    for name in ("model", "max_faces", "quiet", "threads", "provider"):
+        setattr(infer_args, name, getattr(args, name))
+    return run_infer(infer_args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from infer.session import PROVIDER_CHOICES
+
     p = sub.add_parser("reconstruct", help="reconstruct textured 3D faces from photos",
                        description="Reconstruct every face of each photo: OUT/<photo stem>/ gets mesh.obj "
                                    "(+ .mtl, albedo.png ...), mesh.glb, params.json, landmarks.json and "
                                    "overlay.png (face_<i>/ sub-folders when a photo has several faces).")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--refine", choices=REFINE_CHOICES, default="fast",
+    p.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="none: regressor only; fast: landmark + photometric fit; full: also per-texel UV maps "
-                        "(default: fast)")
+                        "(default: fast; none with --backend onnx)")
     p.add_argument("--model", default="default", help="face model spec (default: the shipped model)")
     p.add_argument("--weights", default="default", help="regressor weights: default, fast, none or a path")
     p.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo")
     p.add_argument("--quiet", action="store_true", help="no per-photo lines or progress bar")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch: this library (refinement available); onnx: the torch-free runtime with an "
+                        "exported graph (python -m infer; regressor only, completed outputs are skipped)")
+    p.add_argument("--onnx", metavar="FILE", default=None, help="graph for --backend onnx (facenet3d export-onnx)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (--backend onnx)")
+    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
+                   help="ONNX Runtime execution provider (--backend onnx; default: auto)")
     p.set_defaults(func=run)

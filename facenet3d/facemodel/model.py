@@ -8,128 +8,15 @@ vertex (``"vertex"``, ``(V, 3)``), values in linear RGB in ``[0, 1]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from facenet3d.errors import FaceModelFormatError
+from facenet3d.facemodel.arrays import FORMAT_VERSION, FaceModelArrays  # noqa: F401  (re-exported)
 from facenet3d.facemodel.lbs import lbs
 from facenet3d.geometry import vertex_normals
-
-FORMAT_VERSION = 1
-
-
-@dataclass
-class FaceModelArrays:
-    """Plain numpy arrays of a face model, as loaders produce them and the native format stores them.
-
-    Shapes (``V`` vertices, ``F`` triangles, ``T`` UV coordinates, ``Ki``/``Ke``/``Ka``
-    basis sizes, ``J`` joints); every length is millimetres.
-    """
-
-    mean_shape: np.ndarray  # (V, 3) float mm
-    triangles: np.ndarray  # (F, 3) int, counter-clockwise seen from the front
-    identity_basis: np.ndarray  # (Ki, V, 3) mm per unit coefficient
-    expression_basis: np.ndarray  # (Ke, V, 3)
-    landmarks68: np.ndarray  # (68,) int vertex indices of the iBUG-68 points, -1 where absent
-    identity_std: np.ndarray | None = None  # (Ki,) prior std of coefficients; ones when None
-    expression_std: np.ndarray | None = None  # (Ke,)
-    expression_names: list[str] = field(default_factory=list)
-    uvs: np.ndarray | None = None  # (T, 2) in [0, 1], origin bottom-left (OBJ convention)
-    uv_triangles: np.ndarray | None = None  # (F, 3) int indices into uvs
-    albedo_mean: np.ndarray | None = None  # (H, W, 3) for "uv", (V, 3) for "vertex"; linear RGB
-    albedo_basis: np.ndarray | None = None  # (Ka, *albedo_mean.shape)
-    albedo_std: np.ndarray | None = None  # (Ka,)
-    specular_mean: np.ndarray | None = None  # same space as albedo, (..., 3)
-    specular_basis: np.ndarray | None = None  # (Ks, *specular_mean.shape)
-    specular_std: np.ndarray | None = None  # (Ks,)
-    roughness_mean: np.ndarray | None = None  # (..., 1) in the albedo space, or (1,)
-    landmarks_mediapipe: np.ndarray | None = None  # (468,) vertex index of each MediaPipe point
-    regions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (V,) bool
-    joint_regressor: np.ndarray | None = None  # (J, V)
-    parents: np.ndarray | None = None  # (J,) int, -1 for the root
-    skinning_weights: np.ndarray | None = None  # (V, J)
-    pose_basis: np.ndarray | None = None  # (9 (J - 1), V, 3)
-    joint_names: list[str] = field(default_factory=list)
-    albedo_space: str = "none"  # "uv", "vertex" or "none"
-    metadata: dict[str, Any] = field(default_factory=dict)  # name, provenance, license, ...
-
-    def validate(self, source: str | None = None) -> None:
-        """Raise :class:`FaceModelFormatError` naming ``source`` when arrays disagree."""
-
-        def fail(problem: str) -> None:
-            raise FaceModelFormatError(source, problem)
-
-        def check(name: str, arr: np.ndarray | None, shape: tuple, kind: str = "f") -> None:
-            if arr is None:
-                return
-            if not isinstance(arr, np.ndarray):
-                fail(f"{name} is not an array")
-            if arr.dtype.kind not in ("f" if kind == "f" else "iu"):
-                fail(f"{name} has dtype {arr.dtype}, expected {'float' if kind == 'f' else 'integer'}")
-            if arr.ndim != len(shape) or any(
-                    s is not None and s != a for s, a in zip(shape, arr.shape, strict=True)):
-                expected = tuple("*" if s is None else s for s in shape)
-                fail(f"{name} has shape {arr.shape}, expected {expected}")
-            if kind == "f" and arr.size and not np.isfinite(arr).all():
-                fail(f"{name} holds NaN or infinite values")
-
-        check("mean_shape", self.mean_shape, (None, 3))
-        v = self.mean_shape.shape[0]
-        check("triangles", self.triangles, (None, 3), "i")
-        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= v):
-            fail(f"triangles index outside 0..{v - 1}")
-        check("identity_basis", self.identity_basis, (None, v, 3))
-        check("expression_basis", self.expression_basis, (None, v, 3))
-        check("identity_std", self.identity_std, (self.identity_basis.shape[0],))
-        check("expression_std", self.expression_std, (self.expression_basis.shape[0],))
-        check("landmarks68", self.landmarks68, (68,), "i")
-        if self.landmarks68.max() >= v or self.landmarks68.min() < -1:
-            fail("landmarks68 index outside the mesh")
-        if self.expression_names and len(self.expression_names) != self.expression_basis.shape[0]:
-            fail(f"{len(self.expression_names)} expression names for {self.expression_basis.shape[0]} modes")
-        if (self.uvs is None) != (self.uv_triangles is None):
-            fail("uvs and uv_triangles must be given together")
-        check("uvs", self.uvs, (None, 2))
-        check("uv_triangles", self.uv_triangles, (self.triangles.shape[0], 3), "i")
-        uv_tri = self.uv_triangles
-        if uv_tri is not None and uv_tri.size and (uv_tri.min() < 0 or uv_tri.max() >= len(self.uvs)):
-            fail("uv_triangles index outside uvs")
-        if self.albedo_space not in ("uv", "vertex", "none"):
-            fail(f"albedo_space {self.albedo_space!r} is not one of uv, vertex, none")
-        if self.albedo_space == "none":
-            if self.albedo_mean is not None:
-                fail("albedo arrays present but albedo_space is 'none'")
-        else:
-            if self.albedo_mean is None:
-                fail(f"albedo_space {self.albedo_space!r} needs albedo_mean")
-            space = (None, None, 3) if self.albedo_space == "uv" else (v, 3)
-            if self.albedo_space == "uv" and self.uvs is None:
-                fail("a UV albedo space needs uvs")
-            check("albedo_mean", self.albedo_mean, space)
-            if self.albedo_basis is not None:
-                check("albedo_basis", self.albedo_basis, (None, *self.albedo_mean.shape))
-                check("albedo_std", self.albedo_std, (self.albedo_basis.shape[0],))
-            if self.specular_mean is not None:
-                check("specular_mean", self.specular_mean, self.albedo_mean.shape)
-            if self.specular_basis is not None:
-                check("specular_basis", self.specular_basis, (None, *self.albedo_mean.shape))
-                check("specular_std", self.specular_std, (self.specular_basis.shape[0],))
-        check("landmarks_mediapipe", self.landmarks_mediapipe, (None,), "i")
-        for name, mask in self.regions.items():
-            if mask.shape != (v,):
-                fail(f"region {name!r} has shape {mask.shape}, expected ({v},)")
-        if self.joint_regressor is not None:
-            j = self.joint_regressor.shape[0]
-            check("joint_regressor", self.joint_regressor, (j, v))
-            check("parents", self.parents, (j,), "i")
-            check("skinning_weights", self.skinning_weights, (v, j))
-            check("pose_basis", self.pose_basis, (9 * (j - 1), v, 3))
-            if self.parents is None or self.skinning_weights is None:
-                fail("an articulated model needs parents and skinning_weights")
 
 
 class MorphableModel(nn.Module):
@@ -222,10 +109,12 @@ class MorphableModel(nn.Module):
 
     # ------------------------------------------------------------------ decoding
     def _batch(self, *tensors: torch.Tensor | None) -> int:
-        sizes = {t.shape[0] for t in tensors if t is not None}
-        if len(sizes) > 1:
-            raise ValueError(f"coefficient batches disagree: {sorted(sizes)}")
-        return sizes.pop() if sizes else 1
+        # A list, not a set: under ONNX/JIT tracing sizes are tensors that hash by identity, and
+        # the returned size must stay traced so that exported graphs keep a dynamic batch.
+        sizes = [t.shape[0] for t in tensors if t is not None]
+        if any(int(s) != int(sizes[0]) for s in sizes[1:]):
+            raise ValueError(f"coefficient batches disagree: {sorted({int(s) for s in sizes})}")
+        return sizes[0] if sizes else 1
 
     @staticmethod
     def _coefficients(x: torch.Tensor | None, dim: int, batch: int, like: torch.Tensor,

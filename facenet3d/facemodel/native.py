@@ -14,12 +14,16 @@ import zipfile
 import zlib
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facenet3d.atomic import atomic_path
 from facenet3d.errors import FaceModelFormatError
-from facenet3d.facemodel.model import FORMAT_VERSION, FaceModelArrays, MorphableModel
+from facenet3d.facemodel.arrays import FORMAT_VERSION, FaceModelArrays
+
+if TYPE_CHECKING:  # reading arrays needs no torch (the torch-free runtime reads face models)
+    from facenet3d.facemodel.model import MorphableModel
 
 FORMAT_NAME = "facenet3d-face-model"
 _LISTS = ("expression_names", "joint_names")
@@ -40,7 +44,7 @@ def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path,
     Returns:
         The written path.
     """
-    arrays = model.to_arrays() if isinstance(model, MorphableModel) else model
+    arrays = model if isinstance(model, FaceModelArrays) else model.to_arrays()
     arrays.validate(str(path))
     payload: dict[str, np.ndarray] = {}
     for f in fields(arrays):
@@ -117,4 +121,6 @@ def read_face_model_arrays(path: str | Path) -> FaceModelArrays:
 
 def load_native(path: str | Path) -> MorphableModel:
     """Load a native ``.npz`` face model."""
+    from facenet3d.facemodel.model import MorphableModel
+
     return MorphableModel(read_face_model_arrays(path), source=str(path))

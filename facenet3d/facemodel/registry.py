@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facenet3d.errors import FaceModelFormatError
-from facenet3d.facemodel.model import MorphableModel
 from facenet3d.facemodel.native import load_native
 
-Loader = Callable[..., MorphableModel]
+if TYPE_CHECKING:  # the registry's paths are used by the torch-free runtime
+    from facenet3d.facemodel.model import MorphableModel
+
+Loader = Callable[..., "MorphableModel"]
 _FORMATS: dict[str, Loader] = {"native": load_native}
 
 #: Folder of the shipped artifacts (``weights/`` at the repository root, or inside the

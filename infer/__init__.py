@@ -1,0 +1,12 @@
+"""The torch-free runtime: ONNX Runtime + numpy + OpenCV + MediaPipe.
+
+Reconstructs faces with a graph exported by ``facenet3d export-onnx`` and writes what
+``facenet3d reconstruct`` writes, without importing PyTorch:
+
+- :mod:`infer.session`: the ONNX Runtime session (CUDA when available, CPU threads configurable);
+- :mod:`infer.pipeline`: numpy pre- and post-processing (crops in, placed faces and files out);
+- :mod:`infer.overlay`: numpy rasterisation and shading of the overlays;
+- :mod:`infer.batch`: photos and folders in batches, resumable, failures listed;
+- :mod:`infer.video`: videos and frame folders, one-euro smoothing, JSON Lines, overlay video;
+- ``python -m infer INPUT... -o OUT --onnx model.onnx`` (:mod:`infer.__main__`).
+"""

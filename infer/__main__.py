@@ -1,0 +1,120 @@
+"""``python -m infer INPUT... -o OUT --onnx model.onnx``: the torch-free runtime's command line.
+
+Photos and folders of photos give ``OUT/<photo stem>/`` exactly as ``facenet3d reconstruct``
+writes it (``--refine none``); video files (and folders of frames with ``--video``) give
+``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`infer.video`). Exit status 0
+when everything worked, 1 when some input failed (the others are written), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from infer.video import MESH_FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="python -m infer",
+        description="Reconstruct faces with an exported ONNX graph (ONNX Runtime, numpy, OpenCV, MediaPipe; "
+                    "no PyTorch). Photos and folders -> OUT/<stem>/ (mesh.obj, mesh.glb, params.json, "
+                    "landmarks.json, overlay.png); videos -> OUT/<stem>/frames.jsonl + overlay video.")
+    p.add_argument("inputs", nargs="+", help="photos, folders of photos, video files")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_runtime_options(p)
+    p.add_argument("--model", default="default", help="the face model's .npz (default: the shipped model)")
+    p.add_argument("--batch-size", type=int, default=32, help="crops per graph run (default: 32)")
+    p.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists "
+                                                            "(default: skip them, so a run can resume)")
+    p.add_argument("--quiet", action="store_true", help="no per-photo lines or progress bar")
+    v = p.add_argument_group("video")
+    v.add_argument("--video", action="store_true", help="treat folders as the frames of one video each")
+    v.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default: 30)")
+    v.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of pose and expression")
+    v.add_argument("--smooth-min-cutoff", type=float, default=1.0,
+                   help="one-euro filter cut-off at rest, Hz (lower: smoother; default: 1.0)")
+    v.add_argument("--smooth-beta", type=float, default=0.5,
+                   help="one-euro filter speed coefficient (higher: less lag in fast motion; default: 0.5)")
+    v.add_argument("--frame-meshes", choices=MESH_FORMATS, default="none",
+                   help="write a mesh per frame in this format (default: none)")
+    v.add_argument("--no-overlay-video", action="store_true", help="do not write the overlay video")
+    return p
+
+
+def add_runtime_options(p: argparse.ArgumentParser, onnx_required: bool = True) -> None:
+    """``--onnx``, ``--threads``, ``--provider`` (shared with ``facenet3d reconstruct --backend onnx``)."""
+    from infer.session import PROVIDER_CHOICES
+
+    p.add_argument("--onnx", required=onnx_required, metavar="FILE",
+                   help="graph written by `facenet3d export-onnx`")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime (default: one per core)")
+    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
+                   help="execution provider: auto (CUDA when onnxruntime-gpu finds a GPU, else CPU), cuda, cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit status."""
+    from facenet3d.errors import Facenet3DError
+    from facenet3d.landmarks.cache import CacheUsageError, collect_photos
+    from facenet3d.landmarks.detect import FaceDetector
+    from infer.batch import log, reconstruct_photos
+    from infer.pipeline import RuntimeFaceModel
+    from infer.session import RegressorSession
+    from infer.video import PoseSmoother, is_video, reconstruct_video
+
+    videos = [Path(i) for i in args.inputs if is_video(i) or (getattr(args, "video", False) and Path(i).is_dir())]
+    others = [i for i in args.inputs if Path(i) not in videos]
+    try:
+        photos = collect_photos(others) if others else []
+    except CacheUsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for v in videos:
+        if not v.exists():
+            print(f"error: {v}: no such file or folder", file=sys.stderr)
+            return 2
+    try:
+        session = RegressorSession(args.onnx, threads=args.threads, provider=args.provider)
+        model = RuntimeFaceModel.load(args.model, session.info)
+    except (Facenet3DError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    failed = 0
+    if photos:
+        report = reconstruct_photos(photos, out, session, model, FaceDetector(), batch_size=args.batch_size,
+                                    max_faces=args.max_faces, overwrite=args.overwrite, quiet=args.quiet)
+        failed += len(report.failures)
+        rate = report.faces / report.seconds if report.seconds and report.faces else 0.0
+        print(f"{len(report.written)} of {len(photos)} photos reconstructed into {out}"
+              + (f"; {len(report.skipped)} already done" if report.skipped else "")
+              + (f"; {len(report.failures)} failed (listed in {out / 'failures.json'})" if report.failures else "")
+              + (f"; {rate:.1f} faces/s" if rate else ""))
+    if videos:
+        detector = FaceDetector(max_faces=1)
+        smoother_args = dict(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta, enabled=not args.no_smooth)
+        for v in videos:
+            if (out / v.stem).is_dir() and not args.overwrite:
+                log(f"{v}: {out / v.stem} exists, skipped", args.quiet)
+                continue
+            try:
+                r = reconstruct_video(v, out, session, model, detector, batch_size=min(args.batch_size, 16),
+                                      smoother=PoseSmoother(**smoother_args), meshes=args.frame_meshes,
+                                      overlay=not args.no_overlay_video, fps=args.fps, quiet=args.quiet)
+            except (Facenet3DError, OSError) as e:
+                failed += 1
+                print(f"failed: {e}", file=sys.stderr)
+                continue
+            print(f"{v} -> {r.folder}: {r.frames} frames, {r.faces} with a face ({r.frames / r.seconds:.1f} frames/s)")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

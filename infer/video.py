@@ -1,0 +1,359 @@
+"""Video: per-frame parameters as JSON Lines, temporally smoothed, optional meshes and an overlay video.
+
+A video file (anything OpenCV decodes) or a folder of frames goes through the graph in batches of
+frames; the largest face of each frame is reconstructed. Pose and expression are smoothed over
+time with a one-euro filter (:class:`OneEuroFilter`, Casiez, Roussel and Vogel, CHI 2012: a
+low-pass filter whose cut-off rises with the speed of the signal, so slow jitter is removed and
+fast motion is followed without lag). ``OUT/<video stem>/`` gets::
+
+    frames.jsonl   one line per frame: {"frame", "time_s", "face": true/false, the params.json
+                   fields with smoothed pose, camera and expression, "landmarks68_image_px",
+                   "raw": the unsmoothed pose}
+    overlay.mp4    the reconstruction over every frame (mp4v; overlay.avi with MJPG as fallback)
+    meshes/        frame_<n>.ply|obj|glb per frame with a face (optional): model frame, smoothed
+                   expression, vertex albedo
+
+The folder is written under a temporary name and renamed when complete.
+
+What is smoothed: the photo-camera pose (rotation as its 6D form, re-orthonormalised after
+filtering; translation), the photo camera (log focal length, principal point: the alignment
+crop moves with the face, and the camera follows it) and the expression coefficients. Each is
+filtered in its own unit (:data:`SMOOTHING_UNITS`), so one ``beta`` fits all. Identity, albedo and
+lighting are per frame as regressed. A frame without a face restarts the filter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facenet3d.camera_math import (
+    ImageCamera,
+    matrix_to_euler,
+    matrix_to_rotation_6d,
+    project_points,
+    rotation_6d_to_matrix,
+)
+from facenet3d.errors import Facenet3DError, ImageReadError
+from facenet3d.landmarks.detect import FaceDetector
+from facenet3d.landmarks.image_io import IMAGE_SUFFIXES
+from infer.overlay import photo_overlay
+from infer.pipeline import FaceCrop, PhotoFace, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
+
+#: Suffixes taken for video files.
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+#: Frame rate assumed for a folder of frames (and for videos that do not state one).
+DEFAULT_FPS = 30.0
+#: What one unit of each smoothed group is (the filter's ``beta`` multiplies speeds in these units):
+#: 6D rotation entries (0.1 is about 6 degrees), mm, log focal length, px, expression coefficients.
+SMOOTHING_UNITS = {"rotation": 0.1, "translation": 10.0, "log_focal": 0.02, "principal": 5.0, "expression": 0.3}
+MESH_FORMATS = ("none", "ply", "obj", "glb")
+
+
+class OneEuroFilter:
+    """The one-euro filter on a vector (each component filtered independently).
+
+    Args:
+        min_cutoff: cut-off frequency at rest, Hz (lower: smoother, more lag when slow).
+        beta: how fast the cut-off rises with speed, per unit/s (higher: less lag when fast).
+        d_cutoff: cut-off of the speed estimate, Hz.
+
+    ``x_hat = x_hat' + a (x - x_hat')`` with ``a = 1 / (1 + tau / dt)``, ``tau = 1 / (2 pi f_c)`` and
+    ``f_c = min_cutoff + beta |dx/dt|`` (the speed itself low-passed at ``d_cutoff``).
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0):
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("need min_cutoff > 0, d_cutoff > 0 and beta >= 0")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: the next sample passes unchanged."""
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        """Filter sample ``x`` (any shape, float) taken at time ``t`` seconds; returns the estimate."""
+        x = np.asarray(x, np.float64)
+        if self._x is None or self._t is None or t <= self._t:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), float(t)
+            return x.copy()
+        dt = float(t) - self._t
+        dx = (x - self._x) / dt
+        self._dx = self._dx + self._alpha(self.d_cutoff, dt) * (dx - self._dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        self._x = self._x + self._alpha(cutoff, dt) * (x - self._x)
+        self._t = float(t)
+        return self._x.copy()
+
+
+@dataclass
+class PoseSmoother:
+    """Smooths a face's photo pose, camera and expression frame by frame (see the module docstring).
+
+    Args:
+        min_cutoff, beta, d_cutoff: :class:`OneEuroFilter` settings, in :data:`SMOOTHING_UNITS`.
+        enabled: False passes everything through.
+    """
+
+    min_cutoff: float = 1.0
+    beta: float = 0.5
+    d_cutoff: float = 1.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        self.filter = OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff)
+
+    def reset(self) -> None:
+        self.filter.reset()
+
+    def __call__(self, face: PhotoFace, t: float) -> tuple[np.ndarray, np.ndarray, ImageCamera, np.ndarray]:
+        """The smoothed ``rotation (3, 3)``, ``translation (3,)`` mm, camera and ``expression (Ke,)``."""
+        cam = face.camera
+        groups = {"rotation": matrix_to_rotation_6d(face.rotation), "translation": face.translation,
+                  "log_focal": np.log(np.asarray(cam.focal, np.float64)),
+                  "principal": np.asarray(cam.principal, np.float64),
+                  "expression": np.asarray(face.params["expression"], np.float64)}
+        if not self.enabled:
+            return face.rotation, face.translation, cam, groups["expression"]
+        sizes = [len(v) for v in groups.values()]
+        units = np.concatenate([np.full(n, SMOOTHING_UNITS[k]) for k, n in zip(groups, sizes, strict=True)])
+        x = np.concatenate(list(groups.values())) / units
+        y = self.filter(x, t) * units
+        rot6, trans, log_f, principal, expression = np.split(y, np.cumsum(sizes)[:-1])
+        focal = np.exp(log_f)
+        camera = ImageCamera((float(focal[0]), float(focal[1])), (float(principal[0]), float(principal[1])),
+                             cam.image_size)
+        return rotation_6d_to_matrix(rot6), trans, camera, expression
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether a path names a video file (by its suffix)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def frame_source(source: str | Path, fps: float | None = None) -> tuple[Iterator[tuple[int, float, np.ndarray]], float]:
+    """Frames of a video file or of a folder of images (sorted by name).
+
+    Returns:
+        ``(frames, fps)``: an iterator of ``(index, time_s, (H, W, 3) uint8 RGB)`` and the frame rate.
+
+    Raises:
+        ImageReadError: the video cannot be opened or the folder holds no images.
+    """
+    import cv2
+
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ImageReadError(source, "no image frames in this folder")
+        rate = float(fps or DEFAULT_FPS)
+
+        def read_folder() -> Iterator[tuple[int, float, np.ndarray]]:
+            from facenet3d.landmarks.image_io import read_image
+
+            for i, f in enumerate(files):
+                yield i, i / rate, read_image(f).pixels
+
+        return read_folder(), rate
+    if not source.is_file():
+        raise ImageReadError(source, "no such file")
+    capture = cv2.VideoCapture(str(source))
+    if not capture.isOpened():
+        raise ImageReadError(source, "cannot open video (not a video file, or a codec OpenCV lacks)")
+    stated = capture.get(cv2.CAP_PROP_FPS)
+    rate = float(fps or (stated if stated and stated > 0 and math.isfinite(stated) else DEFAULT_FPS))
+
+    def read_video() -> Iterator[tuple[int, float, np.ndarray]]:
+        i = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                yield i, i / rate, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                i += 1
+        finally:
+            capture.release()
+
+    return read_video(), rate
+
+
+class _OverlayWriter:
+    """``overlay.mp4`` (mp4v), or ``overlay.avi`` (MJPG) where the mp4v encoder is missing."""
+
+    def __init__(self, folder: Path, fps: float):
+        self.folder, self.fps = folder, fps
+        self.writer = None
+        self.path: Path | None = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        if self.writer is None:
+            h, w = rgb.shape[:2]
+            for name, codec in (("overlay.mp4", "mp4v"), ("overlay.avi", "MJPG")):
+                writer = cv2.VideoWriter(str(self.folder / name), cv2.VideoWriter_fourcc(*codec), self.fps, (w, h))
+                if writer.isOpened():
+                    self.writer, self.path = writer, self.folder / name
+                    break
+                writer.release()
+                (self.folder / name).unlink(missing_ok=True)
+            if self.writer is None:
+                raise OSError(f"{self.folder}: OpenCV can write neither mp4v nor MJPG video")
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+@dataclass
+class VideoReport:
+    """What a video run wrote: frames, frames with a face, the folder, the frame rate, seconds."""
+
+    folder: Path
+    frames: int
+    faces: int
+    fps: float
+    seconds: float
+
+
+def reconstruct_video(source: str | Path, out: str | Path, session, model: RuntimeFaceModel,
+                      detector: FaceDetector | None = None, batch_size: int = 16,
+                      smoother: PoseSmoother | None = None, meshes: str = "none", overlay: bool = True,
+                      fps: float | None = None, quiet: bool = False) -> VideoReport:
+    """Reconstruct the largest face of every frame into ``out/<source stem>/`` (see the module docstring).
+
+    Args:
+        source: a video file or a folder of frames.
+        out: output folder.
+        session: an :class:`infer.session.RegressorSession`.
+        model: its face model.
+        detector: face detector (created when None).
+        batch_size: frames per graph run.
+        smoother: pose/expression smoothing (default settings when None; ``PoseSmoother(enabled=False)``
+            for raw values).
+        meshes: per-frame mesh format, ``"none"``, ``"ply"``, ``"obj"`` or ``"glb"``.
+        overlay: write the overlay video.
+        fps: frame rate of a folder of frames (default 30) or override of the video's.
+        quiet: no progress bar.
+
+    Raises:
+        ImageReadError: the source cannot be read.
+    """
+    from facenet3d.export import write_mesh
+    from facenet3d.export.bundle import replace_folder
+    from facenet3d.export.mesh import TexturedMesh
+
+    if meshes not in MESH_FORMATS:
+        raise ValueError(f"meshes must be one of {MESH_FORMATS}, got {meshes!r}")
+    t_start = time.perf_counter()
+    source = Path(source)
+    frames, rate = frame_source(source, fps)
+    folder = Path(out) / source.stem
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(6)}.tmp")
+    tmp.mkdir()
+    detector = detector or FaceDetector(max_faces=1)
+    smoother = smoother or PoseSmoother()
+    video = _OverlayWriter(tmp, rate) if overlay else None
+    if meshes != "none":
+        (tmp / "meshes").mkdir()
+    count = faces_found = 0
+    batch: list[tuple[int, float, np.ndarray, FaceCrop | None, str]] = []
+
+    def emit(lines) -> None:
+        nonlocal count, faces_found
+        with_face = [b for b in batch if b[3] is not None]
+        outputs = (session.run(crops_to_input(np.stack([b[3].crop for b in with_face])))
+                   if with_face else {})
+        row = 0
+        for index, t, rgb, crop, error in batch:
+            count += 1
+            if crop is None:
+                smoother.reset()
+                lines.write(json.dumps({"frame": index, "time_s": round(t, 6), "face": False, "error": error}) + "\n")
+                if video is not None:
+                    video.write(rgb)
+                continue
+            rows = {name: value[row:row + 1] for name, value in outputs.items()}
+            row += 1
+            face = place_faces(rows, [crop], model, session.crop_size, rgb.shape[:2])[0]
+            rot, trans, camera, expression = smoother(face, t)
+            vertices = model.decode(face.params["identity"][None], expression[None])[0]
+            lm_mesh = vertices.astype(np.float64)[model.landmark_index]
+            record = face.params_record(model.name)
+            record.update({
+                "expression": expression.tolist(),
+                "rotation_ypr_deg": [round(v, 4) for v in matrix_to_euler(rot).tolist()],
+                "rotation_matrix": np.round(rot, 6).tolist(), "translation_mm": np.round(trans, 4).tolist(),
+                "camera": {**record["camera"], "focal_px": list(camera.focal), "principal_px": list(camera.principal)},
+                "landmarks68_image_px": np.round(project_points(lm_mesh @ rot.T + trans, camera.focal,
+                                                                camera.principal), 3).tolist(),
+                "raw": {"rotation_ypr_deg": record["rotation_ypr_deg"], "translation_mm": record["translation_mm"],
+                        "focal_px": record["camera"]["focal_px"], "principal_px": record["camera"]["principal_px"]},
+            })
+            record.pop("seconds", None)
+            lines.write(json.dumps({"frame": index, "time_s": round(t, 6), "face": True, **record}) + "\n")
+            faces_found += 1
+            if meshes != "none":
+                mesh = TexturedMesh(vertices, model.triangles, vertex_colors=face.vertex_albedo, name="face")
+                write_mesh(mesh, tmp / "meshes" / f"frame_{index:06d}.{meshes}")
+            if video is not None:
+                video.write(photo_overlay(vertices.astype(np.float64) @ rot.T + trans, model.triangles,
+                                          face.vertex_albedo, face.params["sh"], camera.focal, camera.principal,
+                                          rgb))
+        batch.clear()
+
+    try:
+        with open(tmp / "frames.jsonl", "w", encoding="utf-8") as lines:
+            bar = None
+            if not quiet:
+                try:
+                    from tqdm import tqdm
+
+                    bar = tqdm(desc=source.name, unit="frame")
+                except ImportError:
+                    bar = None
+            for index, t, rgb in frames:
+                try:
+                    crop, error = detect_faces(detector, rgb, session.crop_size, 1)[0], ""
+                except Facenet3DError as e:  # no face in this frame
+                    crop, error = None, str(e)
+                batch.append((index, t, rgb, crop, error))
+                if len(batch) >= batch_size:
+                    emit(lines)
+                if bar is not None:
+                    bar.update(1)
+            emit(lines)
+            if bar is not None:
+                bar.close()
+        if video is not None:
+            video.close()
+        if count == 0:
+            raise ImageReadError(source, "no frames could be read")
+        replace_folder(tmp, folder)
+    finally:
+        if video is not None:
+            video.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return VideoReport(folder=folder, frames=count, faces=faces_found, fps=rate,
+                       seconds=time.perf_counter() - t_start)
