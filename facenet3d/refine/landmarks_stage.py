@@ -40,21 +40,19 @@ def _umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams | None = None) -> FaceParams:
-    """Pose from a similarity fit of the (given or mean) shape to the MediaPipe points.
+    """Pose from a closed-form similarity fit of the shape to the MediaPipe points.
 
     Args:
         model: the face model (needs ``landmarks_mediapipe``, else only the 68 points' 2D
             positions fix the pose, with the face assumed frontal).
         target: the crops.
-        start: coefficients to keep (e.g. the regressor's); only pose is recomputed when
-            ``start`` is None.
+        start: parameters whose coefficients are kept (e.g. the regressor's); their pose is
+            replaced. None: the mean face.
     """
     b, size = target.batch_size, target.size
     device = target.image.device
     params = start.clone() if start is not None else FaceParams.neutral(
         b, model.identity_dim, model.expression_dim, model.albedo_dim, device=device)
-    if start is not None:
-        return params
     cam = crop_camera(size, device=device)
     f = cam.focal[0, 0]
     verts = model.decode(identity=params.identity, expression=params.expression)
@@ -88,8 +86,8 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
         model: the face model.
         target: ``B`` aligned crops.
         config: the stage's settings.
-        start: initial parameters (e.g. the regressor's); the pose is initialised from the
-            landmarks when None.
+        start: initial parameters (e.g. :func:`initial_params`' or the regressor's); None: the
+            mean face posed by :func:`initial_params`.
         progress: optional callable ``(step, loss)`` for progress reporting.
 
     Returns:
@@ -98,7 +96,7 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
     """
     size = target.size
     camera = crop_camera(size, device=target.image.device)
-    init = initial_params(model, target, start)
+    init = start.clone() if start is not None else initial_params(model, target)
     identity = init.identity.clone().requires_grad_(True)
     expression = init.expression.clone().requires_grad_(True)
     rotation = init.rotation.clone().requires_grad_(True)

@@ -33,12 +33,13 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
         model: the face model.
         target: ``B`` aligned crops.
         config: stages and settings (:func:`~facenet3d.refine.load_refine_config`).
-        start: initial parameters (the regressor's); None starts from the mean face posed by
-            the landmarks.
+        start: initial coefficients and lighting (the regressor's); the pose is always
+            initialised from the landmarks. None starts from the mean face.
         renderer: a renderer for the model, reused across calls when given.
     """
     seconds: dict[str, float] = {}
-    params = start.clone() if start is not None else initial_params(model, target)
+    # The closed-form pose from the landmarks is reliable; a regressor's coefficients are kept.
+    params = initial_params(model, target, start)
     if start is None and model.albedo_space != "none":
         params = initial_lighting(model, target, params)
     needs_render = {"photometric", "maps"} & set(config.stages)
