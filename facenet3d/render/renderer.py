@@ -1,0 +1,322 @@
+"""The face renderer: a morphable model's posed mesh, camera, SH lighting and albedo -> images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facenet3d.errors import RenderError
+from facenet3d.geometry import vertex_normals
+from facenet3d.render.antialias import antialias, antialias_topology
+from facenet3d.render.backend import resolve_backend
+from facenet3d.render.camera import PinholeCamera
+from facenet3d.render.interpolate import interpolate, interpolate_fragments
+from facenet3d.render.rasterize import Fragments, rasterize_fragments
+from facenet3d.render.shading import shading_terms
+from facenet3d.render.texture import sample_bilinear, texture
+
+SHADING_MODES = ("pixel", "vertex")
+
+
+@dataclass
+class RenderOutput:
+    """What :class:`Renderer` returns; every image has row 0 at the top.
+
+    Attributes:
+        image: ``(B, H, W, 3)`` linear RGB, composited over the background.
+        mask: ``(B, H, W, 1)`` coverage in ``[0, 1]`` (antialiased, hence differentiable at the
+            silhouette, when the renderer antialiases; else exactly 0 or 1, without gradient).
+        rast: ``(B, H, W, 4)`` the :func:`~facenet3d.render.rasterize` output, for reuse.
+        depth: ``(B, H, W, 1)`` distance along the viewing axis (``-z``), mm; 0 on the background.
+        normals: ``(B, H, W, 3)`` unit camera-frame normals; 0 on the background.
+        albedo: ``(B, H, W, 3)`` diffuse albedo at each pixel; 0 on the background.
+
+    ``depth``, ``normals`` and ``albedo`` are interpolated on first access (and differentiable):
+    a training step that only needs ``image`` and ``mask`` does not pay for them.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    rast: torch.Tensor
+    _compute: Callable[[str], torch.Tensor] = field(repr=False, compare=False)
+    _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def _get(self, name: str) -> torch.Tensor:
+        if name not in self._cache:
+            self._cache[name] = self._compute(name)
+        return self._cache[name]
+
+    @property
+    def depth(self) -> torch.Tensor:
+        return self._get("depth")
+
+    @property
+    def normals(self) -> torch.Tensor:
+        return self._get("normals")
+
+    @property
+    def albedo(self) -> torch.Tensor:
+        return self._get("albedo")
+
+
+class Renderer(nn.Module):
+    """Differentiable renderer of one mesh topology with SH lighting and a specular lobe.
+
+    Args:
+        triangles: ``(F, 3)`` int vertex indices, counter-clockwise seen from the front.
+        uvs: ``(T, 2)`` texture coordinates in ``[0, 1]`` with ``v`` up (OBJ convention, as
+            :class:`~facenet3d.facemodel.FaceModelArrays` stores them); needed for UV maps.
+        uv_triangles: ``(F, 3)`` int indices into ``uvs``.
+        shading: ``"vertex"`` (default): SH and specular shading are evaluated at the vertices
+            and interpolated (Gouraud), which with per-vertex albedo leaves a single 3-channel
+            interpolation per pixel: the fast path, the same as per-pixel shading where triangles
+            are about a pixel in size (a face crop of a few thousand vertices at 224 px). ``"pixel"``:
+            normals are interpolated and shaded at every pixel, for larger images, sharp
+            highlights and UV roughness maps.
+        antialias: blend silhouette edges (:func:`~facenet3d.render.antialias`), which is what
+            gives the image and mask gradients with respect to the silhouette. Off by default: it
+            costs about as much as the rest of the render, and photometric losses inside a face
+            mask do not need it; fitting silhouettes or masks does.
+        backend: primitive backend (see :mod:`facenet3d.render.backend`); None follows the context.
+
+    Lighting, normals and view directions are in the camera frame. UV maps are images with row 0
+    at the top of the texture (as read from a PNG), sampled with ``v -> 1 - v`` and clamped at the
+    borders.
+
+    Example:
+        >>> renderer = Renderer.from_model(model)  # doctest: +SKIP
+        >>> verts = apply_pose(model.decode(identity), rotation, translation)  # doctest: +SKIP
+        >>> out = renderer(verts, camera, sh, model.albedo(albedo_coeffs))  # doctest: +SKIP
+    """
+
+    def __init__(self, triangles: torch.Tensor, uvs: torch.Tensor | None = None,
+                 uv_triangles: torch.Tensor | None = None, shading: str = "vertex", antialias: bool = False,
+                 backend: str | None = None):
+        super().__init__()
+        if shading not in SHADING_MODES:
+            raise RenderError(f"shading must be one of {SHADING_MODES}, got {shading!r}")
+        if (uvs is None) != (uv_triangles is None):
+            raise RenderError("uvs and uv_triangles go together")
+        triangles = torch.as_tensor(triangles, dtype=torch.int64)
+        self.register_buffer("triangles", triangles, persistent=False)
+        self.register_buffer("topology", antialias_topology(triangles), persistent=False)
+        if uvs is not None:
+            uvs = torch.as_tensor(uvs, dtype=torch.get_default_dtype())
+            # Texture row 0 is the top of the map, OBJ's v = 1.
+            self.register_buffer("uvs", torch.stack([uvs[:, 0], 1.0 - uvs[:, 1]], -1), persistent=False)
+            self.register_buffer("uv_triangles", torch.as_tensor(uv_triangles, dtype=torch.int64),
+                                 persistent=False)
+        else:
+            self.uvs = self.uv_triangles = None
+        self.shading = shading
+        self.antialias = antialias
+        self.backend = backend
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> Renderer:
+        """A renderer for a :class:`~facenet3d.facemodel.MorphableModel`'s topology and UVs."""
+        return cls(model.triangles, getattr(model, "uvs", None), getattr(model, "uv_triangles", None), **kwargs)
+
+    # ------------------------------------------------------------------ materials
+    def _split_material(self, name: str, value: torch.Tensor | None, b: int, v: int, channels: int):
+        """Classify a material input as constant ``(B, C)``, per-vertex ``(B, V, C)`` or a UV map."""
+        if value is None:
+            return None, None
+        if value.ndim == 2 and value.shape[-1] == channels:
+            return "constant", value
+        if value.ndim == 3 and value.shape[1:] == (v, channels):
+            return "vertex", value
+        if value.ndim == 4 and value.shape[-1] == channels:
+            if self.uvs is None:
+                raise RenderError(f"{name} is a UV map but the renderer has no uvs")
+            return "uv", value
+        raise RenderError(f"{name} must be (B, {channels}), (B, V={v}, {channels}) or (B, H, W, {channels}), "
+                          f"got {tuple(value.shape)}")
+
+    def forward(self, vertices: torch.Tensor, camera: PinholeCamera, sh: torch.Tensor, albedo: torch.Tensor,
+                specular: torch.Tensor | None = None, roughness: torch.Tensor | None = None,
+                background: torch.Tensor | None = None) -> RenderOutput:
+        """Render.
+
+        Args:
+            vertices: ``(B, V, 3)`` mm in the camera's world frame (the camera frame for a camera
+                without extrinsics: pose the model with :func:`~facenet3d.render.pose.apply_pose`).
+            camera: the cameras, batch ``B`` or 1.
+            sh: ``(B, 9, 3)`` SH lighting in the camera frame (:mod:`~facenet3d.render.shading`).
+            albedo: diffuse albedo, linear RGB: ``(B, V, 3)`` per vertex, ``(B, Ht, Wt, 3)`` UV map
+                or ``(B, 3)`` constant.
+            specular: specular albedo in any of the same forms, or None for no specular term.
+            roughness: ``(B, 1)``, ``(B, V, 1)`` or ``(B, Ht, Wt, 1)`` in ``[0, 1]``; defaults to 0.5
+                when ``specular`` is given.
+            background: ``(B, H, W, 3)`` image behind the face, or None for black.
+
+        Returns:
+            A :class:`RenderOutput`.
+        """
+        if vertices.ndim != 3 or vertices.shape[-1] != 3:
+            raise RenderError(f"vertices must be (B, V, 3) mm, got {tuple(vertices.shape)}")
+        b, v = vertices.shape[:2]
+        h, w = camera.image_size
+        tri = self.triangles
+        if specular is not None and roughness is None:
+            roughness = vertices.new_full((b, 1), 0.5)
+        if specular is None:
+            roughness = None
+        materials = {name: self._split_material(name, value, b, v, c) for name, value, c in
+                     (("albedo", albedo, 3), ("specular", specular, 3), ("roughness", roughness, 1))}
+        if self.shading == "vertex" and materials["roughness"][0] == "uv":
+            raise RenderError("a UV roughness map needs shading='pixel'")
+
+        cam_vertices = camera.world_to_camera(vertices)
+        normals = vertex_normals(cam_vertices, tri)
+        clip = camera.camera_to_clip(cam_vertices)
+        rast, fragments = rasterize_fragments(clip, tri, (h, w), backend=self.backend)
+        pixels = fragments.pixels
+        on_torch = resolve_backend(self.backend, clip) == "torch"
+        covered = (rast[..., 3:] > 0).to(vertices.dtype)
+        present = {name: value for name, (kind, value) in materials.items() if kind is not None}
+        # Everything per pixel is computed at the covered pixels only, as (M, C) rows in the order
+        # of fragments.pixels, and scattered into images at the end.
+
+        def interp(values: torch.Tensor, triangles: torch.Tensor = tri) -> torch.Tensor:
+            if on_torch:
+                return interpolate_fragments(values, fragments, triangles, dense=False)
+            dense = interpolate(values, rast, triangles, backend=self.backend)
+            return dense.reshape(-1, values.shape[-1]).index_select(0, pixels)
+
+        def to_image(values: torch.Tensor) -> torch.Tensor:
+            image = values.new_zeros(b * h * w, values.shape[-1]).index_copy(0, pixels, values)
+            return image.view(b, h, w, -1)
+
+        uv_cache: list[torch.Tensor] = []
+
+        def at_pixels(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            """Materials and per-vertex values at the covered pixels: one interpolation, one texture
+            sampling per map size."""
+            out: dict[str, torch.Tensor] = {}
+            per_vertex, maps = {}, {}
+            for name, value in values.items():
+                kind = materials[name][0] if name in materials else "vertex"
+                if kind == "vertex":
+                    per_vertex[name] = value
+                elif kind == "uv":
+                    maps[name] = value
+                else:  # constant (B or 1, C)
+                    out[name] = value.index_select(0, fragments.images) if value.shape[0] > 1 else \
+                        value.expand(pixels.shape[0], -1)
+            if per_vertex:
+                out.update(_interpolate_many(per_vertex, interp))
+            if maps:
+                if not uv_cache:
+                    uv_cache.append(interp(self.uvs, self.uv_triangles))
+                out.update(self._sample_maps(maps, uv_cache[0], fragments.images, to_image, pixels))
+            return out
+
+        computed: dict[str, torch.Tensor] = {}
+        if self.shading == "vertex":
+            # Shade the vertices, interpolate the result: where albedo is per vertex too, a single
+            # 3-channel interpolation carries the whole colour.
+            view = F.normalize(-cam_vertices, dim=-1, eps=1e-12) if specular is not None else None
+            rough = present.get("roughness")
+            rough = rough[:, None] if rough is not None and rough.ndim == 2 else rough
+            diffuse, spec = shading_terms(normals, view, sh, rough)
+            if all(materials[n][0] != "uv" for n in present):
+                color_v = _as_vertex(present["albedo"]) * diffuse
+                if spec is not None:
+                    color_v = color_v + _as_vertex(present["specular"]) * spec
+                color = interp(color_v)
+            else:
+                terms = {"diffuse": diffuse} if spec is None else {"diffuse": diffuse, "spec": spec}
+                pixel = _interpolate_many(terms, interp)
+                pixel.update(at_pixels({n: present[n] for n in ("albedo", "specular") if n in present}))
+                computed["albedo"] = pixel["albedo"]
+                color = pixel["albedo"] * pixel["diffuse"]
+                if spec is not None:
+                    color = color + pixel["specular"] * pixel["spec"]
+        else:
+            pixel = at_pixels({"normals": normals, **present})
+            pixel_normals = F.normalize(pixel["normals"], dim=-1, eps=1e-12)
+            rays = camera.pixel_rays(vertices.dtype).reshape(-1, 3)  # (B or 1) * H * W
+            view = -rays.index_select(0, pixels if rays.shape[0] == b * h * w else pixels % (h * w))
+            diffuse, spec = _per_image(lambda n, v, r, s_: shading_terms(n[None], v[None], s_, r), fragments,
+                                       pixel_normals, view, pixel.get("roughness"), sh=sh)
+            computed["normals"] = pixel_normals
+            computed["albedo"] = pixel["albedo"]
+            color = pixel["albedo"] * diffuse
+            if spec is not None:
+                color = color + pixel["specular"] * spec
+
+        image = to_image(color)
+        if background is not None:
+            image = image + background.to(image) * (1 - covered)
+        mask = covered
+        if self.antialias:
+            both = antialias(torch.cat([image, mask], -1), rast, clip, tri, topology=self.topology,
+                             backend=self.backend)
+            image, mask = both[..., :3], both[..., 3:]
+
+        def compute(name: str) -> torch.Tensor:
+            if name in computed:
+                values = computed[name]
+            elif name == "depth":
+                values = interp(-cam_vertices[..., 2:3])
+            elif name == "normals":
+                values = F.normalize(interp(normals), dim=-1, eps=1e-12)
+            else:
+                values = at_pixels({"albedo": present["albedo"]})["albedo"]
+            return to_image(values)
+
+        return RenderOutput(image=image, mask=mask, rast=rast, _compute=compute)
+
+    def _sample_maps(self, maps: dict[str, torch.Tensor], uv: torch.Tensor, images: torch.Tensor,
+                     to_image: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        """UV maps at the covered pixels (``uv`` ``(M, 2)``); maps of one size are sampled together."""
+        out: dict[str, torch.Tensor] = {}
+        by_size: dict[tuple[int, int], list[str]] = {}
+        for name, value in maps.items():
+            by_size.setdefault(tuple(value.shape[1:3]), []).append(name)
+        for names in by_size.values():
+            sizes = [maps[n].shape[-1] for n in names]
+            batch = max(maps[n].shape[0] for n in names)
+            stacked = torch.cat([maps[n].expand(batch, -1, -1, -1) for n in names], -1)
+            if resolve_backend(self.backend, stacked, uv) == "torch":
+                sampled = sample_bilinear(stacked, uv, images if batch > 1 else None, "clamp")
+            else:  # nvdiffrast samples images of coordinates
+                dense = texture(stacked, to_image(uv), boundary_mode="clamp", backend=self.backend)
+                sampled = dense.reshape(-1, dense.shape[-1]).index_select(0, pixels)
+            out.update(zip(names, sampled.split(sizes, -1), strict=True))
+        return out
+
+
+def _per_image(fn: Callable, fragments: Fragments, *rows: torch.Tensor | None, sh: torch.Tensor):
+    """Apply ``fn(rows..., sh_b)`` to the covered pixels of each image with its own lighting.
+
+    Per-pixel shading takes lighting per image; the covered pixels are sorted by image, so each
+    image's rows are one slice. Returns ``fn``'s outputs concatenated back, ``(M, ...)``.
+    """
+    b = fragments.shape[0]
+    if b == 1 or sh.shape[0] == 1:
+        outputs = fn(*rows, sh)
+        return tuple(None if o is None else o[0] for o in outputs)
+    counts = torch.bincount(fragments.images, minlength=b).tolist()
+    parts = [fn(*(None if r is None or r.shape[0] != fragments.pixels.shape[0] else r.split(counts)[i]
+                  for r in rows), sh[i:i + 1]) for i in range(b)]
+    return tuple(None if parts[0][k] is None else torch.cat([p[k][0] for p in parts]) for k in range(len(parts[0])))
+
+
+def _interpolate_many(attributes: dict[str, torch.Tensor], interp: Callable[[torch.Tensor], torch.Tensor]
+                      ) -> dict[str, torch.Tensor]:
+    """Interpolate several per-vertex attributes with one call (one gather and scatter, not several)."""
+    names = list(attributes)
+    stacked = interp(torch.cat([attributes[n] for n in names], -1))
+    return dict(zip(names, stacked.split([attributes[n].shape[-1] for n in names], -1), strict=True))
+
+
+def _as_vertex(value: torch.Tensor) -> torch.Tensor:
+    """A ``(B, C)`` constant as ``(B, 1, C)`` to broadcast over vertices; ``(B, V, C)`` unchanged."""
+    return value[:, None, :] if value.ndim == 2 else value
