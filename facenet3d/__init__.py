@@ -8,7 +8,14 @@ file formats), ``render`` (differentiable rasterisation and shading), ``landmark
 
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that spin while waiting make PyTorch on a busy CPU several times slower (the
+# renderer's many small ops wait often); sleeping waits cost nothing on an idle one. Takes effect
+# when facenet3d is imported before torch, as the command-line tools do.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from facenet3d.errors import (  # noqa: E402
     FaceModelFormatError,
