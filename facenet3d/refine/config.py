@@ -37,7 +37,7 @@ class PhotometricStageConfig:
     lr: float = 0.03
     photometric_weight: float = 1.0
     robust_scale: float = 0.15  # colour distance where the robust loss starts to saturate
-    landmark_weight: float = 0.3
+    landmark_weight: float = 10.0  # keeps the photometric term from pulling the geometry off the landmarks
     identity_prior: float = 2e-3
     expression_prior: float = 2e-3
     albedo_prior: float = 2e-3
