@@ -20,25 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facenet3d.evaluate.photometric import render_fidelity
 from facenet3d.facemodel import load_face_model
 from facenet3d.landmarks.cache import process_photo
 from facenet3d.landmarks.detect import FaceDetector
-from facenet3d.metrics import masked_psnr, masked_ssim
-from facenet3d.refine import FitTarget, initial_lighting, initial_params, load_refine_config, refine, render_params
+from facenet3d.refine import FitTarget, initial_lighting, initial_params, load_refine_config, refine
 from facenet3d.render import Renderer
-from facenet3d.render.color import linear_to_srgb
 
 
 def fidelity(model, renderer, params, target: FitTarget, maps=None) -> tuple[float, float]:
-    kw = {} if maps is None else {"albedo_map": maps.albedo, "specular_map": maps.specular,
-                                  "roughness_map": maps.roughness}
-    with torch.no_grad():
-        out, _ = render_params(model, renderer, params, target.size, **kw)
-        img = linear_to_srgb(out.image)
-        # The same pixels for every stage: the photo's skin. Skin the render misses counts as
-        # black, so registration matters as much as colour.
-        mask = target.skin_mask > 0.5
-        return float(masked_psnr(img, target.image, mask)[0]), float(masked_ssim(img, target.image, mask)[0])
+    f = render_fidelity(model, renderer, params, target, maps)
+    return float(f.psnr[0]), float(f.ssim[0])
 
 
 def main() -> None:

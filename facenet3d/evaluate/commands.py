@@ -1,0 +1,198 @@
+"""``facenet3d evaluate {aflw2000,geometry,photometric,identity,fairness}``.
+
+Each writes a JSON report (``--json``) and prints its headline figures. The method is
+``--refine none|landmarks|fast|full`` (the pipeline) or ``--baseline mediapipe|mean-face`` (see
+:mod:`facenet3d.evaluate.methods`). Exit status: 0 done, 1 done but some items failed (listed in
+the report), 2 usage or data error, 3 the method cannot run here (e.g. ``--refine none`` without
+regressor weights; the report then says ``"skipped"`` and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+REFINE_CHOICES = ("none", "landmarks", "fast", "full")
+BASELINE_CHOICES = ("mediapipe", "mean-face")
+
+
+def _common(p: argparse.ArgumentParser, baselines: tuple[str, ...] = BASELINE_CHOICES) -> None:
+    p.add_argument("--json", required=True, metavar="OUT", help="report file (JSON)")
+    p.add_argument("--refine", choices=REFINE_CHOICES, default="fast",
+                   help="pipeline: none (regressor only), landmarks (stage A), fast (A+B), full (A+B+C); "
+                        "default fast")
+    if baselines:
+        p.add_argument("--baseline", choices=baselines, default=None,
+                       help="evaluate a baseline instead of the pipeline: " + ", ".join(baselines))
+    p.add_argument("--model", default="default", help="face model spec (default: the shipped model)")
+    p.add_argument("--weights", default="default", help="regressor weights: default, a path, or none")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="benchmarks: AFLW2000-3D NME, synthetic geometry, photometric, identity, "
+                                        "fairness",
+                       description="Evaluate the pipeline or a baseline and write a JSON report. "
+                                   "Exit status: 0 done, 1 some items failed, 2 usage/data error, "
+                                   "3 method unavailable (skipped).")
+    ev = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+
+    a = ev.add_parser("aflw2000", help="68-point NME per yaw bin on AFLW2000-3D (3DDFA protocol)")
+    a.add_argument("--data", required=True, help="folder of AFLW2000-3D .jpg + .mat pairs")
+    a.add_argument("--crop", choices=("gt-box", "detect"), default="gt-box",
+                   help="gt-box: face region from the ground-truth box (published protocol); detect: our "
+                        "detector on the whole photo (default gt-box)")
+    a.add_argument("--box-scale", type=float, default=None,
+                   help="gt-box cut-out side over the ground-truth box's longer side (default 2)")
+    a.add_argument("--limit", type=int, default=None, help="evaluate N images evenly spaced over the sorted list")
+    _common(a)
+    a.set_defaults(func=run_aflw2000)
+
+    g = ev.add_parser("geometry", help="shape error in mm (NoW style) on synthetic ICT-FaceKit faces")
+    g.add_argument("--ict", required=True, help="ICT-FaceKit folder (with FaceXModel/)")
+    g.add_argument("--n", type=int, default=50, help="number of faces (default 50)")
+    g.add_argument("--seed", type=int, default=0, help="which sequence of faces (default 0)")
+    g.add_argument("--image-size", type=int, default=320, help="rendered image side (default 320)")
+    _common(g, ("mean-face",))
+    g.set_defaults(func=run_geometry)
+
+    ph = ev.add_parser("photometric", help="face-region PSNR/SSIM of the re-render on photos")
+    ph.add_argument("--photos", nargs="+", required=True, help="photo files or folders")
+    ph.add_argument("--n", type=int, default=None, help="evaluate N photos evenly spaced over the sorted list")
+    _common(ph, ("mean-face",))
+    ph.set_defaults(func=run_photometric)
+
+    i = ev.add_parser("identity", help="neutral-shape spread within vs across people (labels.csv identity)")
+    i.add_argument("--photos", nargs="+", required=True, help="identity-labelled photo folders (lfw-expressions)")
+    i.add_argument("--people", type=int, default=20, help="number of people (default 20)")
+    i.add_argument("--per-person", type=int, default=5, help="photos per person (default 5)")
+    _common(i, ())
+    i.set_defaults(func=run_identity)
+
+    f = ev.add_parser("fairness", help="photometric error and albedo per UTKFace race group")
+    f.add_argument("--photos", nargs="+", required=True, help="UTKFace photo folders")
+    f.add_argument("--per-group", type=int, default=20, help="photos per group (default 20)")
+    _common(f, ("mean-face",))
+    f.set_defaults(func=run_fairness)
+
+
+def _prepare(args: argparse.Namespace):
+    """The method for the arguments, or an exit status."""
+    import torch
+
+    from facenet3d.errors import Facenet3DError
+    from facenet3d.evaluate.common import write_report
+    from facenet3d.evaluate.methods import MethodUnavailableError, load_method
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = getattr(args, "baseline", None) or args.refine
+    try:
+        return load_method(name, model=args.model, weights=args.weights)
+    except MethodUnavailableError as e:
+        print(f"skipped: {e}", file=sys.stderr)
+        write_report({"skipped": True, "reason": str(e), "settings": {"method": name, "benchmark": args.benchmark}},
+                     args.json)
+        return EXIT_SKIPPED
+    except Facenet3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _finish(report: dict, args: argparse.Namespace, headline: str) -> int:
+    from facenet3d.evaluate.common import write_report
+
+    path = write_report(report, args.json)
+    print(headline)
+    if report.get("n_failed"):
+        print(f"{report['n_failed']} item(s) failed (listed in the report)")
+    print(f"report: {path}")
+    return EXIT_SOME_FAILED if report.get("n_failed") else EXIT_OK
+
+
+def _run(args: argparse.Namespace, evaluate, headline) -> int:
+    from facenet3d.errors import Facenet3DError
+
+    method = _prepare(args)
+    if isinstance(method, int):
+        return method
+    try:
+        report = evaluate(method)
+    except Facenet3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return _finish(report, args, headline(report))
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _photos(args: argparse.Namespace):
+    from facenet3d.landmarks.cache import collect_photos
+
+    return collect_photos(args.photos)
+
+
+def run_aflw2000(args: argparse.Namespace) -> int:
+    from facenet3d.evaluate.aflw2000 import DEFAULT_BOX_SCALE, evaluate_aflw2000
+
+    def headline(r: dict) -> str:
+        n = r["nme_68"]
+        return (f"AFLW2000-3D NME-68 ({r['settings']['method']}, {r['settings']['crop']}, {r['n_evaluated']} of "
+                f"{r['n_images']} images): [0,30] {_fmt(n['yaw_0_30'])}  [30,60] {_fmt(n['yaw_30_60'])}  "
+                f"[60,90] {_fmt(n['yaw_60_90'])}  mean {_fmt(n['mean'])}  all {_fmt(n['all'])} %")
+
+    scale = DEFAULT_BOX_SCALE if args.box_scale is None else args.box_scale
+    return _run(args, lambda m: evaluate_aflw2000(m, args.data, args.crop, args.limit, scale, not args.quiet),
+                headline)
+
+
+def run_geometry(args: argparse.Namespace) -> int:
+    from facenet3d.evaluate.geometry import evaluate_geometry
+
+    def headline(r: dict) -> str:
+        e, m = r["error_mm"], r["error_mm_metrical"]
+        return (f"geometry ({r['settings']['method']}, {r['n_evaluated']} of {r['n_faces']} faces): NoW median "
+                f"{_fmt(e['median'])} mean {_fmt(e['mean'])} std {_fmt(e['std'])} mm; metrical median "
+                f"{_fmt(m['median'])} mean {_fmt(m['mean'])} mm")
+
+    return _run(args, lambda m: evaluate_geometry(m, args.ict, args.n, args.seed, args.image_size, not args.quiet),
+                headline)
+
+
+def run_photometric(args: argparse.Namespace) -> int:
+    from facenet3d.evaluate.photometric import evaluate_photometric
+
+    def headline(r: dict) -> str:
+        return (f"photometric ({r['settings']['method']}, {r['n_evaluated']} photos): PSNR "
+                f"{_fmt(r['psnr_db']['mean'])} dB  SSIM {_fmt(r['ssim']['mean'], 4)}")
+
+    return _run(args, lambda m: evaluate_photometric(m, _photos(args), args.n, not args.quiet), headline)
+
+
+def run_identity(args: argparse.Namespace) -> int:
+    from facenet3d.evaluate.identity import evaluate_identity
+
+    def headline(r: dict) -> str:
+        return (f"identity ({r['settings']['method']}, {r['n_people']} people, {r['n_photos']} photos): within "
+                f"{_fmt(r['within_mm'])} mm, between {_fmt(r['between_mm'])} mm, ratio {_fmt(r['ratio'], 3)}, "
+                f"identification {_fmt(r['identification'], 3)} (chance {_fmt(r['chance'], 3)})")
+
+    return _run(args, lambda m: evaluate_identity(m, _photos(args), args.people, args.per_person, not args.quiet),
+                headline)
+
+
+def run_fairness(args: argparse.Namespace) -> int:
+    from facenet3d.evaluate.fairness import evaluate_fairness
+
+    def headline(r: dict) -> str:
+        rows = [f"{g}: PSNR {_fmt(v['psnr']['mean'])} dB, albedo ITA {_fmt(v['albedo_ita_deg']['mean'], 1)} "
+                f"(photo {_fmt(v['photo_ita_deg']['mean'], 1)})" for g, v in r["groups"].items()]
+        wb = r["worst_best"]
+        return ("fairness (" + r["settings"]["method"] + "):\n  " + "\n  ".join(rows) +
+                f"\n  worst/best RMS error {_fmt(wb['rmse_ratio'], 3)}, PSNR gap {_fmt(wb['psnr_gap_db'])} dB")
+
+    return _run(args, lambda m: evaluate_fairness(m, _photos(args), args.per_group, not args.quiet), headline)
