@@ -158,8 +158,8 @@ def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):
     photos = sorted((faces_dir / "utkface").glob("*.jpg"))[:2]
     det = FaceDetector()
     arrays = [process_photo(p, det)[1] for p in photos]
-    target = FitTarget.from_arrays(np.stack([a["crop"] for a in arrays]), np.stack([a["landmarks478"] for a in arrays]),
-                                   np.stack([a["landmarks68"] for a in arrays]), np.stack([a["skin_mask"] for a in arrays]))
+    stack = {k: np.stack([a[k] for a in arrays]) for k in ("crop", "landmarks478", "landmarks68", "skin_mask")}
+    target = FitTarget.from_arrays(stack["crop"], stack["landmarks478"], stack["landmarks68"], stack["skin_mask"])
     scaled = ScaledTarget.from_target(target, 160)
 
     def err(params, maps=None):
