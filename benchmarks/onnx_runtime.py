@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
+
 from facenet3d.facemodel import load_face_model  # noqa: E402
 from facenet3d.network import create_regressor  # noqa: E402
 from facenet3d.onnx import FaceGraph, export_onnx  # noqa: E402
@@ -44,21 +45,6 @@ from facenet3d.onnx import FaceGraph, export_onnx  # noqa: E402
 SHARED = Path(os.environ.get("FACENET3D_SHARED", REPO.parent / "shared"))
 REFERENCE_3DDFA_V2 = {"model": "3DDFA_V2 MobileNet 120x120 (published, i5-8259U, onnxruntime 1.5.1)",
                       "ms_per_face_2_threads": 2.25, "ms_per_face_4_threads": 1.35}
-
-
-def timed(fn, repeat: int) -> tuple[float, float, float]:
-    """Median and minimum wall milliseconds, and median process CPU milliseconds, of ``fn()`` after
-    two warm-up calls. With one thread the CPU time is what the wall time would be on an idle
-    machine; with more it is the sum over the threads."""
-    for _ in range(2):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - start) * 1e3)
-        cpu.append((time.process_time() - start_cpu) * 1e3)
-    return statistics.median(wall), min(wall), statistics.median(cpu)
 
 
 def bench_regressor(variant: str, model, onnx_dir: Path, threads: int, repeat: int) -> dict:

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
 from facenet3d.render import PinholeCamera, Renderer, sh_directional, sh_uniform  # noqa: E402
 
@@ -56,23 +56,6 @@ def scene(size: int, batch: int):
     return vertices.expand(batch, -1, -1).contiguous(), triangles, camera, sh, albedo, specular, roughness, target
 
 
-def timed(fn, repeat: int) -> tuple[float, float, float]:
-    """Median and minimum wall milliseconds, and median process CPU milliseconds, of ``fn()``.
-
-    On a shared machine the CPU time (what this process actually ran) is the steadier figure; with
-    one thread it is what the wall time would be on an idle machine.
-    """
-    for _ in range(3):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - start) * 1e3)
-        cpu.append((time.process_time() - start_cpu) * 1e3)
-    return statistics.median(wall), min(wall), statistics.median(cpu)
-
-
 def bench(size: int, batch: int, specular_on: bool, repeat: int, shading: str, antialias: bool) -> dict:
     vertices, triangles, camera, sh, albedo, specular, roughness, target = scene(size, batch)
     if not specular_on:
@@ -93,8 +76,8 @@ def bench(size: int, batch: int, specular_on: bool, repeat: int, shading: str, a
 
     with torch.no_grad():
         coverage = renderer(vertices, camera, sh, albedo).mask.mean().item()
-    fwd_med, fwd_min, fwd_cpu = timed(forward, repeat)
-    fb_med, fb_min, fb_cpu = timed(forward_backward, repeat)
+    fwd_med, fwd_min, fwd_cpu = timed(forward, repeat, warmup=3)
+    fb_med, fb_min, fb_cpu = timed(forward_backward, repeat, warmup=3)
     return {"resolution": size, "batch": batch, "specular": specular_on, "coverage": round(coverage, 3),
             "forward_ms": round(fwd_med, 2), "forward_min_ms": round(fwd_min, 2), "forward_cpu_ms": round(fwd_cpu, 2),
             "forward_backward_ms": round(fb_med, 2), "forward_backward_min_ms": round(fb_min, 2),
