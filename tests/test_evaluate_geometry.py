@@ -156,7 +156,6 @@ def test_synthetic_faces_are_reproducible_and_registered(ict_faces):
     assert np.isin(ict_faces.landmarks[[30, 36, 45, 48, 54]], ict_faces.scan_index).all()
 
 
-@pytest.mark.slow
 def test_geometry_evaluation_end_to_end(ict_dir):
     from facenet3d.evaluate.geometry import evaluate_geometry
     from facenet3d.evaluate.methods import MethodUnavailableError, load_method

@@ -84,13 +84,29 @@ class ItemRun:
 
 
 def environment() -> dict[str, Any]:
-    """Where the figures were measured (machine, threads, versions)."""
+    """Where the figures were measured (machine, threads, versions, the git commit when run from a checkout)."""
     import torch
 
     from facenet3d import __version__
 
-    return {"facenet3d": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "processor": platform.processor()}
+    return {"facenet3d": __version__, "git": _git_revision(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "processor": platform.processor()}
+
+
+def _git_revision() -> str | None:
+    """``<commit>[-dirty]`` of the checkout the package runs from, or None outside one."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def write_report(report: dict, path: str | Path) -> Path:
