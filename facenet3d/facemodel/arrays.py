@@ -7,6 +7,7 @@ so that the torch-free runtime (``infer/``) can read face models.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,11 @@ import numpy as np
 from facenet3d.errors import FaceModelFormatError
 
 FORMAT_VERSION = 1
+
+
+#: Arrays whose bytes define :meth:`FaceModelArrays.fingerprint`.
+FINGERPRINT_ARRAYS = ("mean_shape", "triangles", "identity_basis", "expression_basis", "landmarks68",
+                      "albedo_mean", "albedo_basis")
 
 
 @dataclass
@@ -51,6 +57,28 @@ class FaceModelArrays:
     joint_names: list[str] = field(default_factory=list)
     albedo_space: str = "none"  # "uv", "vertex" or "none"
     metadata: dict[str, Any] = field(default_factory=dict)  # name, provenance, license, ...
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the arrays that give coefficients their meaning (geometry, landmarks,
+        albedo space), as float32 / int64 bytes with the bases flattened to ``(K, 3V)``.
+
+        Two models with the same fingerprint decode every coefficient vector identically; it is
+        what a regressor's weights and an ONNX graph record about the face model they were
+        built for. numpy only, so the torch-free runtime computes the same value.
+        """
+        h = hashlib.sha256()
+        for name in FINGERPRINT_ARRAYS:
+            a = getattr(self, name)
+            h.update(name.encode())
+            if a is None:
+                h.update(b"none")
+                continue
+            a = np.ascontiguousarray(a, dtype=np.int64 if a.dtype.kind in "iu" else np.float32)
+            if name in ("identity_basis", "expression_basis"):
+                a = a.reshape(a.shape[0], -1)
+            h.update(str(tuple(a.shape)).encode())
+            h.update(a.reshape(-1).view(np.uint8).data)
+        return h.hexdigest()
 
     def validate(self, source: str | None = None) -> None:
         """Raise :class:`FaceModelFormatError` naming ``source`` when arrays disagree."""

@@ -43,30 +43,15 @@ PRETRAINED: dict[str, str] = {
     "resnet50": "facenet3d_regressor_resnet50_v1.safetensors",
 }
 
-#: Face-model arrays whose bytes define the fingerprint: everything that gives the predicted
-#: coefficients their meaning (geometry, landmarks, albedo space).
-_FINGERPRINT_BUFFERS = ("mean_shape", "triangles", "identity_basis", "expression_basis", "landmarks68",
-                        "albedo_mean", "albedo_basis")
-
-
 def face_model_fingerprint(model: MorphableModel) -> str:
-    """sha256 (hex) of a face model's geometry, landmark and albedo arrays (float32 / int64 bytes).
+    """sha256 (hex) of a face model's geometry, landmark and albedo arrays
+    (:meth:`~facenet3d.facemodel.FaceModelArrays.fingerprint`).
 
     Two models with the same fingerprint decode every coefficient vector identically; loading
     a model through a float16 file (``save_face_model(..., half_bases=True)``) is
     deterministic, so the same file always gives the same fingerprint.
     """
-    h = hashlib.sha256()
-    for name in _FINGERPRINT_BUFFERS:
-        t = getattr(model, name)
-        h.update(name.encode())
-        if t is None:
-            h.update(b"none")
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
+    return model.to_arrays().fingerprint()
 
 
 def tensors_checksum(tensors: Mapping[str, torch.Tensor]) -> str:

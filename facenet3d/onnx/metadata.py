@@ -30,12 +30,9 @@ The graph (``B`` dynamic)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-
-import numpy as np
 
 from facenet3d.errors import WeightsError
 
@@ -65,12 +62,6 @@ OUTPUT_DOCS: dict[str, str] = {
     "landmarks68": "(B, 68, 2) px, projected iBUG-68 landmarks in the crop (origin top-left, centres at +0.5)",
     "vertex_albedo": "(B, V, 3) diffuse albedo at the vertices, linear RGB in [0, 1]",
 }
-
-#: Face-model arrays whose bytes define :func:`face_model_fingerprint` (as in
-#: :func:`facenet3d.network.face_model_fingerprint`).
-_FINGERPRINT_ARRAYS = ("mean_shape", "triangles", "identity_basis", "expression_basis", "landmarks68",
-                       "albedo_mean", "albedo_basis")
-
 
 @dataclass(frozen=True)
 class OnnxModelInfo:
@@ -158,27 +149,10 @@ class OnnxModelInfo:
 
 
 def face_model_fingerprint(arrays) -> str:
-    """sha256 (hex) of a face model's geometry, landmark and albedo arrays, from numpy arrays.
-
-    The numpy twin of :func:`facenet3d.network.face_model_fingerprint` (which hashes a
-    :class:`~facenet3d.facemodel.MorphableModel`'s torch buffers): the same bytes in the same
-    layout (bases flattened to ``(K, 3V)``, float32 and int64), so a model read with
-    :func:`~facenet3d.facemodel.read_face_model_arrays` gets the fingerprint its regressor and
-    ONNX graph were built for.
+    """The fingerprint of a face model read as numpy arrays (:meth:`FaceModelArrays.fingerprint`),
+    equal to :func:`facenet3d.network.face_model_fingerprint` of the same model.
 
     Args:
         arrays: a :class:`~facenet3d.facemodel.FaceModelArrays`.
     """
-    h = hashlib.sha256()
-    for name in _FINGERPRINT_ARRAYS:
-        a = getattr(arrays, name)
-        h.update(name.encode())
-        if a is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(a, dtype=np.int64 if a.dtype.kind in "iu" else np.float32)
-        if name in ("identity_basis", "expression_basis"):
-            a = a.reshape(a.shape[0], -1)
-        h.update(str(tuple(a.shape)).encode())
-        h.update(a.reshape(-1).view(np.uint8).data)
-    return h.hexdigest()
+    return arrays.fingerprint()
