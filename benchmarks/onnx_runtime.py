@@ -1,6 +1,6 @@
 """Speed of the ONNX regressor against the torch path, and of the torch-free pipeline, on CPU.
 
-    python benchmarks/onnx_runtime.py [--variants fast mobilenetv3] [--threads 2] [--repeat 10]
+    python benchmarks/onnx_runtime.py [--variants resnet18 mobilenetv3] [--threads 2] [--repeat 10]
                                       [--photos 64] [--onnx-dir DIR] [--json out.json]
 
 1. **Regressor, ms per face.** For each regressor variant, the graph of ``facenet3d export-onnx``
@@ -133,7 +133,7 @@ def bench_pipeline(onnx_path: Path, threads: int, n_photos: int, write: bool) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["fast", "mobilenetv3"])
+    parser.add_argument("--variants", nargs="+", default=["resnet18", "mobilenetv3"])
     parser.add_argument("--threads", type=int, default=2, help="threads for ONNX Runtime and PyTorch (default: 2)")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--photos", type=int, default=64, help="photos for the pipeline figure (default: 64)")

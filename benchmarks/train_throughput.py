@@ -1,6 +1,6 @@
 """Training throughput of each regressor config on this machine (images per second).
 
-    python benchmarks/train_throughput.py [configs/train/fast.yaml ...] [--steps 3] [--batch-size B]
+    python benchmarks/train_throughput.py [configs/train/resnet18.yaml ...] [--steps 3] [--batch-size B]
 
 For each ``configs/train/*.yaml`` (default: all but smoke) the script builds the config's
 LightningModule and data module (its face model, backbone, crop size, batch size, loss
@@ -38,7 +38,7 @@ def build(config: Path, face_model: str | None, batch_size: int | None = None) -
     data_kw = dict(cfg.get("data", {}))
     if "augment" in data_kw:
         data_kw["augment"] = AugmentConfig(**data_kw["augment"])
-    data_kw["crop_size"] = crop_size_of(model_kw.get("variant", "fast"), model_kw.get("crop_size"))
+    data_kw["crop_size"] = crop_size_of(model_kw.get("variant", "resnet18"), model_kw.get("crop_size"))
     data_kw["num_workers"] = 0
     if batch_size:
         data_kw["batch_size"] = batch_size

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from facenet3d.camera_math import ImageCamera, photo_pose, project_points
-from facenet3d.errors import NoFaceError, WeightsError
+from facenet3d.errors import NoFaceError
 from facenet3d.export.records import params_record
 from facenet3d.facemodel import MorphableModel, load_face_model
 from facenet3d.landmarks.cache import face_crop_arrays
@@ -99,18 +99,15 @@ class FaceReconstructor:
                 regressor.
             model: face-model spec for :func:`~facenet3d.facemodel.load_face_model`.
         """
+        from facenet3d.network import PRETRAINED, load_regressor, pretrained_path
+
         face_model = load_face_model(model)
         regressor = None
-        if weights != "none":
-            try:
-                from facenet3d.network import load_regressor
-            except ImportError:  # the network package is optional until it ships
-                load_regressor = None
-            if load_regressor is not None:
-                try:
-                    regressor = load_regressor(weights, face_model=face_model, device=device)
-                except (FileNotFoundError, WeightsError):
-                    regressor = None
+        # A shipped name whose file is absent (a trimmed install) means "no regressor": refinement
+        # then starts from the mean face. Anything else that fails to load is the user's error.
+        absent = weights in PRETRAINED and not pretrained_path(weights).is_file()
+        if weights != "none" and not absent:
+            regressor = load_regressor(weights, face_model=face_model, device=device)
         return cls(face_model, regressor, device=device, model_name=str(model), **kwargs)
 
     @property

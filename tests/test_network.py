@@ -144,9 +144,9 @@ def test_predict_is_inference_whatever_the_mode(tiny_face_model):
 
 
 def test_variants(tiny_face_model):
-    assert {"resnet50", "fast", "mobilenetv3", "tiny"} <= set(available_regressors())
+    assert {"resnet50", "resnet18", "mobilenetv3", "tiny"} <= set(available_regressors())
     assert (get_variant("resnet50").backbone, get_variant("resnet50").crop_size) == ("resnet50", 224)
-    assert (get_variant("fast").backbone, get_variant("fast").crop_size) == ("resnet18", 160)
+    assert (get_variant("resnet18").backbone, get_variant("resnet18").crop_size) == ("resnet18", 160)
     for name in available_regressors():
         assert timm.is_model(get_variant(name).backbone)
     with pytest.raises(WeightsError, match="unknown regressor variant 'nope'"):

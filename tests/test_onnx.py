@@ -34,17 +34,17 @@ def model():
 
 @pytest.fixture(scope="module")
 def crops(faces_dir):
-    return aligned_crops(real_photos(faces_dir, 4), get_variant("fast").crop_size)[0]
+    return aligned_crops(real_photos(faces_dir, 4), get_variant("resnet18").crop_size)[0]
 
 
 @pytest.fixture(scope="module")
 def regressor(model, crops):
-    return perturbed_regressor("fast", model, crops)
+    return perturbed_regressor("resnet18", model, crops)
 
 
 @pytest.fixture(scope="module")
 def exported(regressor, model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "fast.onnx"
+    path = tmp_path_factory.mktemp("onnx") / "resnet18.onnx"
     export_onnx(regressor, model, path, weights={"source": "test"})
     return path
 

@@ -1,7 +1,7 @@
 """``python -m train``: the Lightning command line of the regressor's training.
 
-    python -m train fit --config configs/train/fast.yaml         # train, or resume the run
-    python -m train export runs/fast/checkpoints/last.ckpt -o weights/regressor.safetensors
+    python -m train fit --config configs/train/resnet18.yaml         # train, or resume the run
+    python -m train export runs/resnet18/checkpoints/last.ckpt -o weights/regressor.safetensors
 
 ``fit``/``validate`` are LightningCLI's: every option of the YAML can be overridden on the
 command line (``--trainer.max_steps 100 --data.batch_size 8``). The data module's crop size

@@ -86,7 +86,7 @@ class FaceRegressorModule(pl.LightningModule):
         image_count: faces per image grid.
     """
 
-    def __init__(self, face_model: str = "default", variant: str = "fast", backbone: str | None = None,
+    def __init__(self, face_model: str = "default", variant: str = "resnet18", backbone: str | None = None,
                  crop_size: int | None = None, losses: LossWeights | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 200, min_lr_ratio: float = 0.05,
                  photometric_start: int = 500, photometric_ramp: int = 1000, antialias: bool = False,

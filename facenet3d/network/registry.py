@@ -1,4 +1,4 @@
-"""Named regressor variants (timm-style): ``create_regressor("fast", face_model)``.
+"""Named regressor variants (timm-style): ``create_regressor("resnet18", face_model)``.
 
 A variant is a backbone and a crop size chosen together; any other timm backbone or crop
 size can be had with the ``backbone=`` / ``crop_size=`` overrides (the weights file records
@@ -8,8 +8,8 @@ what was used, so loading never needs the registry).
  name           backbone                   crop   use
 =============  =========================  =====  ==================================================
  resnet50       ``resnet50``               224    quality; the Deep3DFaceRecon encoder; for GPUs
- fast           ``resnet18``               160    CPU training and inference (the shipped default)
- mobilenetv3    ``mobilenetv3_large_100``  160    smallest inference cost per face
+ resnet18       ``resnet18``               160    CPU training and inference (shipped: weights ``"default"``)
+ mobilenetv3    ``mobilenetv3_large_100``  160    smallest inference cost per face (shipped: ``"fast"``)
  tiny           ``test_resnet``            64     tests and smoke runs only
 =============  =========================  =====  ==================================================
 """
@@ -93,7 +93,7 @@ def create_regressor(name: str, face_model: MorphableModel, *, backbone: str | N
 
 for _v in (
     RegressorVariant("resnet50", "resnet50", 224, "quality (GPU training)"),
-    RegressorVariant("fast", "resnet18", 160, "CPU training and inference"),
+    RegressorVariant("resnet18", "resnet18", 160, "CPU training and inference"),
     RegressorVariant("mobilenetv3", "mobilenetv3_large_100", 160, "lowest inference cost"),
     RegressorVariant("tiny", "test_resnet", 64, "tests and smoke runs"),
 ):

@@ -69,7 +69,7 @@ class FaceRegressor(nn.Module):
     or :func:`~facenet3d.network.load_regressor` (trained weights).
 
     Example:
-        >>> reg = create_regressor("fast", face_model)          # doctest: +SKIP
+        >>> reg = create_regressor("resnet18", face_model)          # doctest: +SKIP
         >>> params = reg(torch.rand(2, 3, 160, 160))            # doctest: +SKIP
         >>> params.identity.shape                               # doctest: +SKIP
         torch.Size([2, 30])

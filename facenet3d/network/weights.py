@@ -4,7 +4,7 @@ A file holds the regressor's ``state_dict`` (float32 tensors; no pickle, so load
 from anywhere runs no code) and one metadata entry, ``"facenet3d"``, a JSON string::
 
     {"format": "facenet3d-regressor", "format_version": 1,
-     "regressor": {"variant": "fast", "backbone": "resnet18", "crop_size": 160,
+     "regressor": {"variant": "resnet18", "backbone": "resnet18", "crop_size": 160,
                    "identity_dim": 30, "expression_dim": 20, "albedo_dim": 40,
                    "mean": [...], "std": [...], "face_model": "facenet3d_face_v1",
                    "face_model_fingerprint": "<sha256>"},
@@ -36,11 +36,12 @@ FORMAT_NAME = "facenet3d-regressor"
 FORMAT_VERSION = 1
 METADATA_KEY = "facenet3d"
 
-#: Shipped regressors: name -> file in ``weights/``. The default is the CPU-trained ``fast`` variant.
+#: Shipped regressors: name -> file in ``weights/`` (model card: ``weights/README.md``).
+#: ``"default"`` is the ``resnet18`` variant (the best accuracy CPU training gave), ``"fast"`` the
+#: ``mobilenetv3`` variant (the least inference time per face).
 PRETRAINED: dict[str, str] = {
-    "default": "facenet3d_regressor_fast_v1.safetensors",
-    "fast": "facenet3d_regressor_fast_v1.safetensors",
-    "resnet50": "facenet3d_regressor_resnet50_v1.safetensors",
+    "default": "facenet3d_regressor_resnet18_v1.safetensors",
+    "fast": "facenet3d_regressor_mobilenetv3_v1.safetensors",
 }
 
 def face_model_fingerprint(model: MorphableModel) -> str:

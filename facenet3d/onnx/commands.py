@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default="default", help="regressor weights: a shipped name (default) or a "
                                                         ".safetensors path (default: default)")
     p.add_argument("--untrained", metavar="VARIANT", default=None,
-                   help="export a randomly initialised regressor VARIANT (e.g. fast) instead of weights: "
+                   help="export a randomly initialised regressor VARIANT (e.g. resnet18) instead of weights: "
                         "for benchmarks and tests")
     p.add_argument("--model", default="default", help="face model spec (default: the shipped model)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default: 17)")

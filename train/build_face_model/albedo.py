@@ -171,6 +171,24 @@ def em_pca(maps: np.ndarray, valid: np.ndarray, modes: int, iterations: int = 4,
     return mean, comps.numpy(), var
 
 
+def canonical_signs(basis: np.ndarray) -> np.ndarray:
+    """Flip each mode so that its third moment is positive: a PCA gives a mode only up to its sign,
+    and which sign comes out can change with thread count and BLAS, so two builds from the same
+    photos and seed would differ by sign flips without a convention. The third moment (rather
+    than the sign of the largest entry) does not change under the float16 rounding of the stored
+    model, so the convention can be checked on the shipped file.
+
+    Args:
+        basis: ``(K, ...)`` modes.
+
+    Returns:
+        ``(K, ...)`` the same modes, some negated.
+    """
+    flat = basis.reshape(len(basis), -1).astype(np.float64)
+    signs = np.where((flat ** 3).sum(1) < 0, -1.0, 1.0).astype(basis.dtype)
+    return basis * signs.reshape((-1,) + (1,) * (basis.ndim - 1))
+
+
 def dilate_into_background(image: np.ndarray, covered: np.ndarray, steps: int = 24) -> np.ndarray:
     """Extend a UV map past its charts so bilinear/mip sampling at the borders never fetches
     background (``(T, T, C)`` map, ``(T, T)`` covered texels)."""

@@ -247,7 +247,8 @@ def build_albedo(photos: PhotoSet, mesh: RenderMesh, cfg: BuildConfig) -> tuple[
     covered = uvr.covered.numpy()
     mean_map = alb.dilate_into_background(mean.reshape(t, t, 3), covered)
     basis = comps * np.sqrt(var)[:, None]
-    basis_maps = np.stack([alb.dilate_into_background(b.reshape(t, t, 3), covered) for b in basis])
+    basis_maps = alb.canonical_signs(np.stack([alb.dilate_into_background(b.reshape(t, t, 3), covered)
+                                               for b in basis]))
 
     # Held-out reconstruction error per race group (RMSE over valid texels, linear RGB).
     per_group: dict[str, list[float]] = {}
