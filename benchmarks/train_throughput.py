@@ -1,8 +1,10 @@
 """Training throughput of each regressor config on this machine (images per second).
 
-    python benchmarks/train_throughput.py [configs/train/resnet18.yaml ...] [--steps 3] [--batch-size B]
+    python benchmarks/train_throughput.py [configs/train/cpu.yaml[,more.yaml] ...] [--steps 3] [--batch-size B]
 
-For each ``configs/train/*.yaml`` (default: all but smoke) the script builds the config's
+Each argument is a recipe: one YAML, or several joined by commas and merged in order as
+LightningCLI merges repeated ``--config`` options (default: the shipped recipes, ``cpu``,
+``cpu,mobilenetv3`` and ``resnet50``). For each, the script builds the config's
 LightningModule and data module (its face model, backbone, crop size, batch size, loss
 weights), takes augmented batches from the real photo cache, and times whole optimisation
 steps: forward, every loss term, backward and the AdamW update, in both training phases,
@@ -25,11 +27,32 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def build(config: Path, face_model: str | None, batch_size: int | None = None) -> tuple:
+CONFIGS = REPO / "configs" / "train"
+DEFAULT_RECIPES = ("cpu.yaml", "cpu.yaml,mobilenetv3.yaml", "resnet50.yaml")
+
+
+def merged(base: dict, override: dict) -> dict:
+    """``base`` with ``override``'s keys replacing its own, nested dictionaries merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_recipe(recipe: str) -> dict:
+    """A comma-separated list of YAML paths (relative ones also looked up in ``configs/train``), merged."""
+    cfg: dict = {}
+    for name in recipe.split(","):
+        path = Path(name) if Path(name).exists() else CONFIGS / name
+        cfg = merged(cfg, yaml.safe_load(path.read_text()) or {})
+    return cfg
+
+
+def build(recipe: str, face_model: str | None, batch_size: int | None = None) -> tuple:
     from train.data import AugmentConfig, FaceDataModule
     from train.module import FaceRegressorModule, LossWeights, crop_size_of
 
-    cfg = yaml.safe_load(config.read_text())
+    cfg = read_recipe(recipe)
     model_kw = dict(cfg.get("model", {}))
     if face_model:
         model_kw["face_model"] = face_model
@@ -68,8 +91,8 @@ def time_steps(module, batches: list[dict], photometric: bool) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("configs", nargs="*", type=Path,
-                   default=sorted(c for c in (REPO / "configs" / "train").glob("*.yaml") if c.stem != "smoke"))
+    p.add_argument("recipes", nargs="*", default=list(DEFAULT_RECIPES),
+                   help="YAML files, several per recipe joined by commas (default: %(default)s)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per phase")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--face-model", default=None, help="override the configs' face model")
@@ -79,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'config':<14} {'backbone':<22} {'crop':>4} {'batch':>5} {'data img/s':>10} "
+    print(f"{'recipe':<26} {'backbone':<22} {'crop':>4} {'batch':>5} {'data img/s':>10} "
           f"{'lm-only img/s':>13} {'full img/s':>10} {'full s/step':>11}")
-    for config in args.configs:
-        module, data = build(config, args.face_model, args.batch_size)
+    for recipe in args.recipes:
+        module, data = build(recipe, args.face_model, args.batch_size)
         loader = data.train_dataloader()
         it = iter(loader)
         t = time.perf_counter()
@@ -92,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         lm = time_steps(module, batches, photometric=False)
         full = time_steps(module, batches, photometric=True)
         info = module.regressor.info
-        print(f"{config.stem:<14} {info.backbone:<22} {info.crop_size:>4} {b:>5} {data_rate:>10.1f} "
+        name = "+".join(Path(n).stem for n in recipe.split(","))
+        print(f"{name:<26} {info.backbone:<22} {info.crop_size:>4} {b:>5} {data_rate:>10.1f} "
               f"{b / lm:>13.1f} {b / full:>10.1f} {full:>11.2f}", flush=True)
     return 0
 

@@ -399,3 +399,21 @@ def test_greyscale_photos_are_compared_in_grey():
     mask = torch.ones(2, 8, 8)
     assert photometric_loss(matched, target, mask).abs().max() < 1e-6
     assert photometric_loss(rendered, target, mask)[0] > 1e-3
+
+
+@pytest.mark.parametrize("recipe, variant, steps", [(["cpu.yaml"], "resnet18", 6000),
+                                                    (["cpu.yaml", "mobilenetv3.yaml"], "mobilenetv3", 3500),
+                                                    (["resnet50.yaml"], "resnet50", 100000)])
+def test_shipped_recipes_resolve(recipe, variant, steps):
+    """The recipes the shipped weights were trained with parse in LightningCLI, and a second
+    ``--config`` overrides only what it names."""
+    import yaml
+
+    cmd = [sys.executable, "-m", "train", "fit", "--print_config"]
+    for name in recipe:
+        cmd += ["--config", str(REPO / "configs" / "train" / name)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = yaml.safe_load(done.stdout)
+    assert cfg["model"]["variant"] == variant and cfg["trainer"]["max_steps"] == steps
+    assert cfg["model"]["losses"]["landmarks68"] > 0 and cfg["data"]["augment"]["enabled"] is True

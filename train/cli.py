@@ -1,6 +1,6 @@
 """``python -m train``: the Lightning command line of the regressor's training.
 
-    python -m train fit --config configs/train/resnet18.yaml         # train, or resume the run
+    python -m train fit --config configs/train/cpu.yaml              # train, or resume the run
     python -m train export runs/resnet18/checkpoints/last.ckpt -o weights/regressor.safetensors
 
 ``fit``/``validate`` are LightningCLI's: every option of the YAML can be overridden on the
