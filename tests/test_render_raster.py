@@ -417,3 +417,95 @@ def test_fragments_path_matches_dense_path():
         return interpolate_module.interpolate_fragments(a, f, tri), r[..., :2]
 
     assert torch.autograd.gradcheck(both, (pos, attr))
+
+
+# ---------------------------------------------------------------------------- fast paths
+def test_compact_interpolation_and_scatter_gradcheck():
+    """The renderer's path over a batch: compact interpolation of per-image and shared attributes at
+    the covered pixels, scattered into images with ``Fragments.to_image``; values equal the public
+    dense path, gradients (to positions through the barycentrics, and to both attributes) match
+    finite differences."""
+    scene = {"num_vertices": 12, "num_triangles": 12, "spread": 0.9}
+    (pos_a, tri), (pos_b, _) = random_scene(8, **scene), random_scene(9, **scene)
+    pos = torch.stack([pos_a, pos_b]).requires_grad_()
+    per_image = torch.rand(2, 12, 2, dtype=torch.float64, requires_grad=True)
+    shared = torch.rand(12, 1, dtype=torch.float64, requires_grad=True)
+
+    def render(p, a, s):
+        _, fragments = raster_module.rasterize_fragments(p, tri, (8, 9))
+        values = torch.cat([interpolate_module.interpolate_fragments(a, fragments, tri, dense=False),
+                            interpolate_module.interpolate_fragments(s, fragments, tri, dense=False)], 1)
+        return fragments.to_image(values)
+
+    rast = rasterize(pos, tri, (8, 9))
+    assert (rast[0, ..., 3] > 0).sum() > 15 and (rast[1, ..., 3] > 0).sum() > 15
+    dense = torch.cat([interpolate(per_image, rast, tri), interpolate(shared, rast, tri)], -1)
+    torch.testing.assert_close(render(pos, per_image, shared), dense)
+    assert torch.autograd.gradcheck(render, (pos, per_image, shared))
+    assert torch.autograd.gradcheck(lambda p: rasterize(p, tri, (8, 9))[..., :2], (pos,))
+
+
+def test_pixel_centres_without_the_table(monkeypatch):
+    """Images too large for the cached pixel-centre table get their centres from the pixel
+    indices instead: the same raster, batch included."""
+    pos, tri = random_scene(12, spread=1.0)
+    pos = torch.stack([pos, pos.flip(0)]).float()
+    expected = rasterize(pos, tri, (23, 31))
+    assert (expected[..., 3] > 0).sum() > 100
+    monkeypatch.setattr(raster_module, "_CENTRE_TABLE_MAX", 0)
+    torch.testing.assert_close(rasterize(pos, tri, (23, 31)), expected, rtol=0, atol=0)
+
+
+def test_topology_cache_follows_in_place_edits():
+    """Constants cached per triangle tensor are rebuilt when that tensor is modified in place."""
+    pos, tri = random_scene(13, spread=0.9)
+    pos = pos[None]
+    attr = torch.rand(40, 3, dtype=torch.float64)
+    before = interpolate(attr, rasterize(pos, tri, (20, 20)), tri)
+    other = random_scene(14, spread=0.9)[1]
+    tri.copy_(other)  # the same tensor, new contents
+    rast = rasterize(pos, tri, (20, 20))
+    torch.testing.assert_close(rast, rasterize(pos, other.clone(), (20, 20)))
+    after = interpolate(attr, rast, tri)
+    torch.testing.assert_close(after, interpolate(attr, rast, other.clone()))
+    assert not torch.equal(before, after)
+    tri[0, 0] = 40
+    with pytest.raises(RenderError, match="outside"):
+        rasterize(pos, tri, (20, 20))
+
+
+def test_mixed_triangle_sizes_match_brute_force(monkeypatch):
+    """A fine grid (most boxes fit 2 x 2 pixels: one pass over all triangles without gathering)
+    partly hidden by large triangles of several box shapes (their own rectangular stencils)."""
+    n, h, w = 30, 48, 40
+    s, t = torch.meshgrid(torch.linspace(-0.8, 0.8, n, dtype=torch.float64),
+                          torch.linspace(-0.8, 0.8, n, dtype=torch.float64), indexing="ij")
+    grid = torch.stack([s, t, 0.3 + 0.1 * s * t, torch.ones_like(s)], -1).reshape(-1, 4)
+    i = torch.arange(n - 1)
+    a = (i[:, None] * n + i[None, :]).reshape(-1)
+    grid_tri = torch.cat([torch.stack([a, a + 1, a + n], 1), torch.stack([a + 1, a + n + 1, a + n], 1)])
+    big = torch.tensor([[-0.9, -0.9, 0.1, 1.0], [0.9, -0.85, 0.1, 1.0], [-0.9, -0.7, 0.1, 1.0],  # wide, thin
+                        [0.3, -0.9, -0.2, 2.0], [0.5, -0.9, -0.2, 2.0], [0.4, 0.8, 0.9, 2.0],  # tall, thin
+                        [-0.5, 0.0, 0.5, 1.0], [0.2, 0.1, 0.5, 1.0], [-0.1, 0.6, 0.0, 1.0]],  # crosses the grid
+                       dtype=torch.float64)
+    pos = torch.cat([grid, big])
+    tri = torch.cat([grid_tri, torch.arange(9).view(3, 3) + n * n])
+    shapes = []
+
+    def recording(buffer, planes, boxes, stencil, width, clip_z):
+        shapes.append((stencil, planes.shape[1]))
+        return original(buffer, planes, boxes, stencil, width, clip_z)
+
+    original = raster_module._splat
+    monkeypatch.setattr(raster_module, "_splat", recording)
+    rast = rasterize(pos[None].float(), tri, (h, w))
+    assert ((2, 2), tri.shape[0]) in shapes  # the ungathered pass
+    assert len({stencil for stencil, _ in shapes} - {(2, 2)}) >= 2  # rectangular classes
+    ids, uvz, ambiguous = reference_raster(pos.numpy(), tri.numpy(), h, w)
+    got = rast[0, ..., 3].long().numpy() - 1
+    clear = ~ambiguous
+    assert clear.mean() > 0.8
+    assert (got[clear] >= grid_tri.shape[0]).sum() > 100 and (got[clear] >= 0).sum() > 800  # big and grid
+    np.testing.assert_array_equal(got[clear], ids[clear])
+    covered = clear & (ids >= 0)
+    np.testing.assert_allclose(rast[0, ..., :3].double().numpy()[covered], uvz[covered], atol=2e-4)

@@ -7,7 +7,7 @@ import torch
 from facenet3d.errors import RenderError
 from facenet3d.render import nvdiffrast_backend
 from facenet3d.render.backend import resolve_backend
-from facenet3d.render.rasterize import Fragments, check_rast, corner_index
+from facenet3d.render.rasterize import Fragments, check_rast, corner_channel_index, corner_index, index_range
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, backend: str | None = None
@@ -32,7 +32,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, backe
         raise RenderError(f"attr must be (V, C) or (B={rast.shape[0]}, V, C), got {tuple(attr.shape)}")
     if tri.ndim != 2 or tri.shape[-1] != 3 or tri.is_floating_point():
         raise RenderError(f"tri must be (F, 3) integer indices, got {tuple(tri.shape)}")
-    if tri.numel() and (int(tri.min()) < 0 or int(tri.max()) >= attr.shape[-2]):
+    low, high = index_range(tri)
+    if low < 0 or high >= attr.shape[-2]:
         raise RenderError(f"tri indexes attributes outside 0..{attr.shape[-2] - 1}")
     if resolve_backend(backend, attr, rast) == "nvdiffrast":
         return nvdiffrast_backend.interpolate(attr, rast, tri)
@@ -54,72 +55,69 @@ def interpolate_fragments(attr: torch.Tensor, fragments: Fragments, tri: torch.T
     Returns:
         ``(B, H, W, C)`` or ``(M, C)``, differentiable in ``attr`` and ``fragments.uv``.
     """
-    out = _Interpolate.apply(attr, fragments.uv, tri.to(device=attr.device, dtype=torch.int64), fragments.pixels,
-                             fragments.triangles, fragments.images, fragments.shape if dense else None)
+    slots = fragments.channel_slots(attr.shape[-1]) if dense else None
+    out = _Interpolate.apply(attr, fragments.uv, tri.to(device=attr.device, dtype=torch.int64), fragments.triangles,
+                             fragments.images, slots, fragments.shape)
     return out.view(*fragments.shape, attr.shape[-1]) if dense else out
 
 
 class _Interpolate(torch.autograd.Function):
     """``u a_0 + v a_1 + (1 - u - v) a_2`` at every covered pixel, forward and backward by hand.
 
-    Each covered pixel reads one row ``(a_0 - a_2, a_1 - a_2, a_2)`` of a per-triangle table, so
-    the backward pass is one ``index_add`` over pixels and three over triangle corners, without
-    autograd's per-operation full-image buffers.
+    Tables are ``(channel, quantity, column)``: each triangle has the rows ``(a_0 - a_2, a_1 - a_2,
+    a_2)`` per channel, gathered for all corners with one flat ``index_select`` and for all covered
+    pixels with one ``index_select`` along the columns; the backward pass is one ``index_add_``
+    over pixels and one over triangle corners, both along the long axis (several times faster on
+    CPU than moving short rows, and without autograd's per-operation buffers). The dense image is
+    written and read with one flat scatter and gather (``slots``).
     """
 
     @staticmethod
-    def forward(ctx, attr: torch.Tensor, uv: torch.Tensor, tri: torch.Tensor, pixels: torch.Tensor,
-                triangles: torch.Tensor, images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    def forward(ctx, attr: torch.Tensor, uv: torch.Tensor, tri: torch.Tensor, triangles: torch.Tensor,
+                images: torch.Tensor, slots: torch.Tensor | None, shape: tuple[int, int, int]) -> torch.Tensor:
         batched = attr if attr.ndim == 3 else attr[None]
         ab, nv, c = batched.shape
-        f = tri.shape[0]
-        n = pixels.shape[0] if shape is None else shape[0] * shape[1] * shape[2]  # compact or dense output
+        f, m = tri.shape[0], triangles.shape[0]
         ctx.attr_shape = attr.shape
-        ctx.dense = shape is not None
-        if f == 0 or nv == 0 or pixels.numel() == 0:
+        ctx.dense = slots is not None
+        out_size = shape[0] * shape[1] * shape[2] * c if ctx.dense else None
+        if f == 0 or nv == 0 or m == 0:
             ctx.num_rows = None
-            return attr.new_zeros(n, c)
-        corners = corner_index(tri, ab, nv)  # (3, Ba * F)
-        a = batched.reshape(ab * nv, c).index_select(0, corners.reshape(-1)).view(3, ab * f, c)
-        table = torch.cat([a[0] - a[2], a[1] - a[2], a[2]], 1)  # (Ba * F, 3C)
+            return attr.new_zeros(out_size) if ctx.dense else attr.new_zeros(m, c)
+        index = corner_channel_index(tri, ab, nv, c)  # (C, 3, Ba * F)
+        table = batched.reshape(-1).index_select(0, index.view(-1)).view(c, 3, ab * f)
+        table[:, :2].sub_(table[:, 2:])  # (a_0 - a_2, a_1 - a_2, a_2)
         rows = triangles + images * f if ab > 1 else triangles
-        t = table.index_select(0, rows)  # (M, 3C)
-        values = torch.addcmul(t[:, 2 * c:], uv[:, :1], t[:, :c]).addcmul_(uv[:, 1:], t[:, c:2 * c])
-        out = attr.new_zeros(n, c).index_copy_(0, pixels, values) if ctx.dense else values
-        ctx.save_for_backward(pixels, t, rows, uv, corners)
+        t = table.view(3 * c, ab * f).index_select(1, rows).view(c, 3, m)
+        uv_rows = uv.t()  # (2, M)
+        values = torch.addcmul(t[:, 2], t[:, 0], uv_rows[0]).addcmul_(t[:, 1], uv_rows[1])  # (C, M)
+        ctx.save_for_backward(t, uv_rows, rows, corner_index(tri, ab, nv), slots)
         ctx.num_rows = ab * f
-        return out
+        if ctx.dense:
+            return attr.new_zeros(out_size).scatter_(0, slots.view(-1), values.view(-1))
+        return values.t().contiguous()  # (M, C) rows, as per-pixel code downstream expects
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         if ctx.num_rows is None:
             return torch.zeros(ctx.attr_shape, dtype=grad.dtype, device=grad.device), None, None, None, None, \
                 None, None
-        pixels, t, rows, uv, corners = ctx.saved_tensors
-        c = t.shape[1] // 3
+        t, uv_rows, rows, corners, slots = ctx.saved_tensors
+        c, m = t.shape[0], t.shape[2]
         if ctx.dense:
-            grad = grad.index_select(0, pixels)  # (M, C)
+            grad = grad.reshape(-1).index_select(0, slots.view(-1)).view(c, m)
+        else:
+            grad = grad.t().contiguous()  # (C, M)
         grad_attr = grad_uv = None
         if ctx.needs_input_grad[0]:
-            grad_rows = t.new_empty(t.shape)  # filled block by block: no concatenation copy
-            torch.mul(grad, uv[:, :1], out=grad_rows[:, :c])
-            torch.mul(grad, uv[:, 1:], out=grad_rows[:, c:2 * c])
-            grad_rows[:, 2 * c:] = grad
-            g = t.new_zeros(ctx.num_rows, 3 * c).index_add_(0, rows, grad_rows)
-            g0, g1, g2 = g[:, :c], g[:, c:2 * c], g[:, 2 * c:]
-            flat = t.new_zeros(ctx.attr_shape.numel() // c, c)
-            flat.index_add_(0, corners[0], g0).index_add_(0, corners[1], g1)
-            flat.index_add_(0, corners[2], g2 - g0 - g1)
-            grad_attr = flat.view(ctx.attr_shape)
+            grad_rows = t.new_empty(c, 3, m)  # filled block by block: no concatenation copy
+            torch.mul(grad[:, None], uv_rows, out=grad_rows[:, :2])
+            grad_rows[:, 2] = grad
+            g = t.new_zeros(3 * c, ctx.num_rows).index_add_(1, rows, grad_rows.view(3 * c, m)).view(c, 3, -1)
+            g[:, 2].sub_(g[:, :2].sum(1))  # a_2 enters all three rows
+            flat = t.new_zeros(c, ctx.attr_shape.numel() // c)
+            flat.index_add_(1, corners.view(-1), g.view(c, -1))
+            grad_attr = flat.t().view(ctx.attr_shape)
         if ctx.needs_input_grad[1]:
-            grad_uv = torch.stack([_row_dot(grad, t[:, :c]), _row_dot(grad, t[:, c:2 * c])], 1)
+            grad_uv = (grad[:, None] * t[:, :2]).sum(0).t()  # (M, 2)
         return grad_attr, grad_uv, None, None, None, None, None
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b).sum(1)`` for ``(N, C)`` inputs; written out for few channels, where it is faster."""
-    if a.shape[1] > 4:
-        return (a * b).sum(1)
-    out = a[:, 0] * b[:, 0]
-    for i in range(1, a.shape[1]):
-        out.addcmul_(a[:, i], b[:, i])
-    return out

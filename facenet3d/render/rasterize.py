@@ -9,16 +9,24 @@ The torch implementation shares one per-triangle setup (screen positions, edges,
 planes) between two passes:
 
 1. **Visibility, without gradients.** Triangles are sorted into classes by the size of their
-   pixel bounding box, rounded up to a power of two ``S``; each class tests its triangles against
-   an ``S x S`` stencil of pixel centres with broadcast edge functions (no per-pixel Python loop, no
-   pixels x triangles tensor). Every covered candidate carries a 64-bit key, its ``z/w`` quantised
-   to ``2^-29`` above the triangle index, and one ``scatter_reduce(amin)`` per class keeps the
-   nearest triangle at each pixel (ties go to the lower index).
+   pixel bounding box, each side rounded up to the next of 2, 3, 4, 6, 8, 12, ...; each class tests
+   its triangles against an ``Sx x Sy`` stencil of pixel centres with broadcast edge functions (no
+   per-pixel Python loop, no pixels x triangles tensor). Every covered candidate carries a 64-bit
+   key, its ``z/w`` quantised to ``2^-29`` above the triangle index, and one
+   ``scatter_reduce(amin)`` per class keeps the nearest triangle at each pixel (ties go to the
+   lower index).
 2. **Barycentrics, differentiable.** At each covered pixel the perspective-correct barycentrics
    of the chosen triangle are recomputed from ``pos``: with screen-space barycentrics ``l_i`` (affine
    in the pixel position), ``b_i ~ l_i / w_i``. The chain rule back to ``pos`` is written by hand
    (:class:`_RasterizeFunction`): autograd through the ~100 small operations costs several times
    more on CPU.
+
+Per-triangle and per-pixel tables are laid out one row per quantity (``(quantity, T)``,
+``(quantity, M)``): on CPU an elementwise operation over a contiguous row costs a fraction of the
+same operation over a strided column, and gathers and scatters along the long axis
+(``index_select(1, ...)``, ``index_add_(1, ...)``) are several times faster than moving short rows
+along axis 0. Index tensors that depend only on the topology (corner rows, flat channel indices)
+are built once per triangle tensor (:func:`cached_on`).
 
 Clipping: a triangle with a vertex at ``w <= 0`` (at or behind the camera plane) is dropped
 whole; one entirely in front is kept and cut per pixel where ``z/w`` leaves ``[-1, 1]`` (near and
@@ -28,7 +36,11 @@ non-finite triangles cover nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -44,6 +56,36 @@ _INSIDE_EPS = 1e-5
 _MAX_CANDIDATES = 1 << 22
 _NO_HIT = torch.iinfo(torch.int64).max
 _TRI_BITS = 31
+_TRI_MASK = (1 << _TRI_BITS) - 1
+# Images up to this many pixels read pixel centres from a cached table instead of dividing indices.
+_CENTRE_TABLE_MAX = 1 << 18
+_CACHE_SIZE = 16
+
+_T = TypeVar("_T")
+_cache: dict[tuple, tuple[weakref.ref, object]] = {}
+
+
+def cached_on(tensor: torch.Tensor, key: tuple, build: Callable[[], _T]) -> _T:
+    """``build()``, remembered for as long as ``tensor`` lives unmodified.
+
+    For constants derived from a triangle index buffer (corner rows, flat gather indices, its index
+    range): a renderer passes the same ``tri`` every step, so they are built once per topology.
+    Entries are keyed on the tensor's identity and version counter (an in-place change invalidates
+    them); beyond a few, the oldest are dropped. The values are shared: never modify them in place.
+    """
+    try:
+        version = tensor._version
+    except RuntimeError:  # inference-mode tensors carry no version counter: nothing safe to key on
+        return build()
+    full_key = (id(tensor), version, *key)
+    entry = _cache.get(full_key)
+    if entry is not None and entry[0]() is tensor:
+        return entry[1]
+    value = build()
+    _cache[full_key] = (weakref.ref(tensor), value)
+    while len(_cache) > _CACHE_SIZE:
+        _cache.pop(next(iter(_cache)), None)
+    return value
 
 
 def rasterize(
@@ -90,6 +132,7 @@ class Fragments:
     images: torch.Tensor
     uv: torch.Tensor
     shape: tuple[int, int, int]
+    _slots: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_rast(cls, rast: torch.Tensor) -> Fragments:
@@ -98,8 +141,44 @@ class Fragments:
         b, h, w = rast.shape[:3]
         tri_id = rast_triangles(rast)
         pixels = covered_pixels(tri_id)
-        uv = rast.reshape(-1, 4).index_select(0, pixels)[:, :2]
+        uv = rast.reshape(-1).index_select(0, channel_slots(pixels, 4, 2).view(-1)).view(2, -1).t()
         return cls(pixels, tri_id.reshape(-1).index_select(0, pixels), pixels // (h * w), uv, (b, h, w))
+
+    def channel_slots(self, channels: int) -> torch.Tensor:
+        """``(C, M)`` flat indices of the covered pixels' channels in a ``(B * H * W * C)`` image
+        (see :func:`channel_slots`; computed once per channel count)."""
+        if channels not in self._slots:
+            self._slots[channels] = channel_slots(self.pixels, channels)
+        return self._slots[channels]
+
+    def to_image(self, values: torch.Tensor) -> torch.Tensor:
+        """Scatter ``(M, C)`` values at the covered pixels into a ``(B, H, W, C)`` image, zero elsewhere.
+
+        Differentiable in ``values``; one flat scatter (and one flat gather backward), which on CPU
+        is several times faster than moving ``C``-element rows.
+        """
+        b, h, w = self.shape
+        c = values.shape[-1]
+        # In place into fresh zeros (autograd allows it: they need no gradient), saving the copy
+        # an out-of-place scatter makes.
+        image = values.new_zeros(b * h * w * c).scatter_(0, self.channel_slots(c).view(-1), values.t().reshape(-1))
+        return image.view(b, h, w, c)
+
+
+def channel_slots(pixels: torch.Tensor, channels: int, count: int | None = None) -> torch.Tensor:
+    """Flat indices of pixel channels in a channels-last image.
+
+    Args:
+        pixels: ``(M,)`` flat pixel indices into ``B * H * W``.
+        channels: ``C``, the image's channel count.
+        count: how many leading channels to index (default: all ``C``).
+
+    Returns:
+        ``(count, M)`` int64: ``pixels * C + c`` for ``c < count``, channel-major, so that a
+        ``(count, M)`` table of values moves to or from the ``(B * H * W * C)`` image in one call.
+    """
+    offsets = torch.arange(channels if count is None else count, device=pixels.device)[:, None]
+    return (pixels * channels)[None] + offsets
 
 
 def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
@@ -119,10 +198,16 @@ def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[
     if resolve_backend(backend, pos) == "nvdiffrast":
         rast = nvdiffrast_backend.rasterize(pos, tri, (h, w))
         return rast, Fragments.from_rast(rast)
-    rast, values, pixels, triangles = _RasterizeFunction.apply(pos, tri.to(device=pos.device, dtype=torch.int64),
-                                                               (h, w))
-    b = pos.shape[0]
-    return rast, Fragments(pixels, triangles, pixels // (h * w), values[:, :2], (b, h, w))
+    rast, uv, pixels, triangles, images = _RasterizeFunction.apply(
+        pos, tri.to(device=pos.device, dtype=torch.int64), (h, w))
+    return rast, Fragments(pixels, triangles, images, uv, (pos.shape[0], h, w))
+
+
+def index_range(tri: torch.Tensor) -> tuple[int, int]:
+    """``(min, max)`` of an index tensor (``(0, -1)`` when empty), cached on the tensor."""
+    if tri.numel() == 0:
+        return 0, -1
+    return cached_on(tri, ("range",), lambda: (int(tri.min()), int(tri.max())))
 
 
 def _check_pos_tri(pos: torch.Tensor, tri: torch.Tensor) -> None:
@@ -132,7 +217,8 @@ def _check_pos_tri(pos: torch.Tensor, tri: torch.Tensor) -> None:
         raise RenderError(f"pos must be floating point, got {pos.dtype}")
     if tri.ndim != 2 or tri.shape[-1] != 3 or tri.is_floating_point():
         raise RenderError(f"tri must be (F, 3) integer vertex indices, got {tuple(tri.shape)} {tri.dtype}")
-    if tri.numel() and (int(tri.min()) < 0 or int(tri.max()) >= pos.shape[1]):
+    low, high = index_range(tri)
+    if low < 0 or high >= pos.shape[1]:
         raise RenderError(f"tri indexes vertices outside 0..{pos.shape[1] - 1}")
     if tri.shape[0] >= 1 << _TRI_BITS:
         raise RenderError(f"at most {(1 << _TRI_BITS) - 1} triangles, got {tri.shape[0]}")
@@ -150,15 +236,16 @@ class _Setup:
         h, w = resolution
         f = tri.shape[0]
         self.shape = (b, v, f, h, w)
-        self.corners = corner_index(tri, b, v)  # (3, T) rows into the flattened (B * V) vertices
-        c = torch.gather(pos.detach().permute(2, 0, 1).reshape(4, b * v), 1,
-                         self.corners.reshape(1, -1).expand(4, -1)).view(4, 3, b * f)
+        # (x, y, z, w) of every corner: one flat gather from the flattened (B * V * 4) positions.
+        index = corner_channel_index(tri, b, v, 4)  # (4, 3, T)
+        c = pos.detach().reshape(-1).index_select(0, index.view(-1)).view(4, 3, b * f)
         cw = c[3]
         self.safe_w = torch.where(cw > 0, cw, 1.0)  # (3, T)
+        self.ndc = c[:3] / self.safe_w  # (3 [x, y, z], 3, T)
         # Pixel coordinates (x right, y along rows) and z/w of every corner.
         half = c.new_tensor([0.5 * w, 0.5 * h, 1.0])[:, None, None]
         offset = c.new_tensor([0.5 * w, 0.5 * h, 0.0])[:, None, None]
-        self.screen = torch.addcmul(offset, c[:3] / self.safe_w, half)  # (3 [x, y, z], 3, T)
+        self.screen = torch.addcmul(offset, self.ndc, half)  # (3 [x, y, z], 3, T)
         xy_j = self.screen[:2].roll(-1, 1)
         edge = self.screen[:2].roll(-2, 1) - xy_j  # edge i: corner i + 1 -> corner i + 2, (2, 3, T)
         self.ex, self.ey = edge[0], edge[1]
@@ -187,11 +274,13 @@ def visible_triangles(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[in
     """
     if tri.shape[0] == 0 or pos.shape[1] == 0:
         return torch.full((pos.shape[0], *resolution), -1, dtype=torch.int64, device=pos.device)
-    return _visibility(_Setup(pos, tri, resolution))
+    hits = _nearest_hits(_Setup(pos, tri, resolution))
+    return torch.where(hits == _NO_HIT, -1, hits & _TRI_MASK).view(pos.shape[0], *resolution)
 
 
-def _visibility(setup: _Setup) -> torch.Tensor:
-    """``(B, H, W)`` nearest triangle index per pixel (``-1``: none) from a triangle setup."""
+def _nearest_hits(setup: _Setup) -> torch.Tensor:
+    """``(B * H * W,)`` int64 depth-test keys from a triangle setup: ``_NO_HIT`` where no triangle
+    covers the pixel centre, else the winner's quantised ``z/w`` above its index (``& _TRI_MASK``)."""
     b, _, f, h, w = setup.shape
     device = setup.area.device
     z = setup.screen[2]
@@ -214,38 +303,81 @@ def _visibility(setup: _Setup) -> torch.Tensor:
     planes = torch.cat([lam_a, lam_b, lam_c, (lam_a * z).sum(0, keepdim=True), (lam_b * z).sum(0, keepdim=True),
                         (lam_c * z).sum(0, keepdim=True)]).float()  # (12, T)
     count, lo = count.long(), lo.long()
-    image = torch.arange(b, device=device).repeat_interleave(f)
-    boxes = torch.stack([count[0], count[1], image * (h * w) + lo[1] * w + lo[0],
-                         torch.arange(f, device=device).repeat(b)])  # (4, T)
-    # Size classes: stencils of 2, 4, 8, ... pixels a side.
-    size_class = torch.ceil(torch.log2(torch.maximum(count[0], count[1]).clamp_min(2).float())).long() - 1
-    size_class = torch.where(ok, size_class, -1)
+    start = lo[1] * w + lo[0]
+    if b > 1:
+        start += _batch_offsets(b, f, h * w, device)
+    boxes = torch.stack([count[0], count[1], start, _triangle_index(b, f, device)])  # (4, T)
+    # Stencil classes: each box side rounds up to the next of 2, 3, 4, 6, 8, 12, ... pixels, so a
+    # box fills more than half of its (rectangular) stencil.
+    side = _side_table(max(w, h), device).index_select(0, count.view(-1)).view(2, -1)  # (2, T)
+    stencil_class = torch.where(ok, side[0] * _NUM_SIDES + side[1], -1)
     clip_z = not bool(((z.amin(0) >= -1) & (z.amax(0) <= 1) | ~ok).all())
 
     buffer = torch.full((b * h * w + 1,), _NO_HIT, dtype=torch.int64, device=device)  # last: discard slot
-    counts = torch.bincount(size_class + 1).tolist()
-    # The smallest stencil runs over every triangle without gathering them (most triangles of a
-    # face mesh fit it); larger boxes are clipped to it here and done in full by their own class
-    # below, which tests those first pixels again: harmless, the minimum is idempotent.
-    small = torch.stack([boxes[0].clamp_max(2), boxes[1].clamp_max(2), boxes[2], boxes[3]])
-    if 4 * planes.shape[1] <= _MAX_CANDIDATES:
-        _splat(buffer, planes, small, 2, w, clip_z)
-    else:  # huge meshes: chunk the triangles
-        for first in range(0, planes.shape[1], _MAX_CANDIDATES // 4):
+    counts = torch.bincount(stencil_class + 1).tolist()  # counts[k + 1]: triangles of class k
+    num = planes.shape[1]
+    everyone = len(counts) > 1 and 2 * counts[1] >= num
+    if everyone:
+        # Most boxes fit the 2 x 2 stencil (class 0; a face mesh at its usual size): it runs over
+        # every triangle without gathering them, larger boxes clipped to it here and done in full
+        # by their own class below, which tests those first pixels again: harmless, the minimum
+        # is idempotent.
+        small = torch.cat([boxes[:2].clamp_max(2), boxes[2:]])
+        for first in range(0, num, _MAX_CANDIDATES // 4):  # huge meshes: chunk the triangles
             last = first + _MAX_CANDIDATES // 4
-            _splat(buffer, planes[:, first:last], small[:, first:last], 2, w, clip_z)
-    for cls, n in enumerate(counts[2:], start=1):
-        if n == 0:
+            _splat(buffer, planes[:, first:last], small[:, first:last], (2, 2), w, clip_z)
+    for cls, n in enumerate(counts[1:]):
+        if n == 0 or (cls == 0 and everyone):
             continue
-        chosen = (size_class == cls).nonzero().view(-1)
-        stencil = 2 << cls
-        per_chunk = max(1, _MAX_CANDIDATES // (stencil * stencil))
+        chosen = (stencil_class == cls).nonzero().view(-1)
+        stencil = (_side(cls // _NUM_SIDES), _side(cls % _NUM_SIDES))
+        per_chunk = max(1, _MAX_CANDIDATES // (stencil[0] * stencil[1]))
         for first in range(0, n, per_chunk):
             idx = chosen[first:first + per_chunk]
             _splat(buffer, _columns(planes, idx), _columns(boxes, idx), stencil, w, clip_z)
+    return buffer[:-1]
 
-    hit = buffer[:-1]
-    return torch.where(hit == _NO_HIT, -1, hit & ((1 << _TRI_BITS) - 1)).view(b, h, w)
+
+def _batch_offsets(batch: int, num_triangles: int, image_pixels: int, device: torch.device) -> torch.Tensor:
+    """``(batch * F,)`` flat index of each triangle's image's first pixel."""
+    return (torch.arange(batch, device=device) * image_pixels).repeat_interleave(num_triangles)
+
+
+def _triangle_index(batch: int, num_triangles: int, device: torch.device) -> torch.Tensor:
+    """``(batch * F,)`` index of each triangle within its image (shared when ``batch`` is 1: do not modify)."""
+    return _arange(num_triangles, device) if batch == 1 else torch.arange(num_triangles, device=device).repeat(batch)
+
+
+@functools.lru_cache(maxsize=16)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """``torch.arange(n)`` (shared: do not modify)."""
+    return torch.arange(n, device=device)
+
+
+# Stencil sides 2, 3, 4, 6, 8, 12, ...: side index i is 2^(i/2 + 1) for even i, 3 2^((i-1)/2) for odd i.
+_NUM_SIDES = 64
+
+
+def _side(index: int) -> int:
+    """Stencil side length of a side index (see ``_NUM_SIDES``)."""
+    return 2 << (index // 2) if index % 2 == 0 else 3 << (index // 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _side_table(longest: int, device: torch.device) -> torch.Tensor:
+    """``(longest + 1,)`` int64: the index of the smallest stencil side >= each box side ``0..longest``
+    (sides below 2 get side 2; a box side never exceeds the image's). Shared: do not modify."""
+    c = torch.arange(longest + 1, device=device, dtype=torch.float64).clamp_min(2)
+    k = torch.log2(c).ceil_()  # c in (2^(k-1), 2^k]
+    return (2 * k - 2).long() - (c <= 0.75 * torch.exp2(k)).long()
+
+
+@functools.lru_cache(maxsize=64)
+def _stencil(size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``(Sx * Sy, 1)`` column and row offsets of an ``Sx x Sy`` stencil, as int64 and float32."""
+    offsets = torch.arange(size[0] * size[1], device=device)[:, None]
+    oy, ox = offsets // size[0], offsets % size[0]
+    return ox, oy, ox.float(), oy.float()
 
 
 def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -253,17 +385,15 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(table, 1, index[None].expand(table.shape[0], -1))
 
 
-def _splat(buffer: torch.Tensor, planes: torch.Tensor, boxes: torch.Tensor, stencil: int, width: int,
+def _splat(buffer: torch.Tensor, planes: torch.Tensor, boxes: torch.Tensor, stencil: tuple[int, int], width: int,
            clip_z: bool) -> None:
-    """Depth-test ``K`` triangles over their ``stencil x stencil`` pixel boxes into ``buffer``.
+    """Depth-test ``K`` triangles over their pixel boxes, at most ``stencil = (Sx, Sy)``, into ``buffer``.
 
     ``planes`` ``(12, K)``: barycentric and depth planes; ``boxes`` ``(4, K)``: box width,
     height, first pixel's flat index and triangle index.
     """
     # Stencil offsets along dim 0 and triangles along dim 1 keep the inner loops long.
-    offsets = torch.arange(stencil * stencil, device=planes.device)[:, None]
-    oy, ox = offsets // stencil, offsets % stencil
-    fx, fy = ox.float(), oy.float()
+    ox, oy, fx, fy = _stencil(stencil, planes.device)
     inside = (ox < boxes[0]) & (oy < boxes[1])
     for i in range(3):
         inside &= torch.addcmul(planes[6 + i], planes[i], fx).addcmul_(planes[3 + i], fy) >= -_INSIDE_EPS
@@ -293,9 +423,41 @@ def covered_pixels(tri_id: torch.Tensor) -> torch.Tensor:
 
 
 def corner_index(tri: torch.Tensor, batch: int, num_vertices: int) -> torch.Tensor:
-    """``(3, batch * F)`` rows of each triangle corner in a ``(batch * V, ...)`` flattened vertex table."""
+    """``(3, batch * F)`` rows of each triangle corner in a ``(batch * V, ...)`` flattened vertex table
+    (for one image, cached per topology: do not modify)."""
+    rows = cached_on(tri, ("corners",), lambda: tri.t().contiguous())
+    if batch == 1:
+        return rows
     offsets = (torch.arange(batch, device=tri.device) * num_vertices)[:, None]
-    return (tri.t()[:, None, :] + offsets).reshape(3, -1)
+    return (rows[:, None, :] + offsets).reshape(3, -1)
+
+
+def corner_channel_index(tri: torch.Tensor, batch: int, num_vertices: int, channels: int) -> torch.Tensor:
+    """``(C, 3, batch * F)`` flat indices of every corner's channels in a ``(batch * V * C)``
+    channels-last vertex table, so that one 1-D ``index_select`` gathers a whole ``(C, 3, T)``
+    per-corner table (for one image, cached per topology: do not modify)."""
+    index = cached_on(tri, ("corner_channels", channels), lambda: (
+        tri.t() * channels + torch.arange(channels, device=tri.device)[:, None, None]).contiguous())
+    if batch == 1:
+        return index
+    offsets = (torch.arange(batch, device=tri.device) * (num_vertices * channels))[:, None]
+    return (index[:, :, None, :] + offsets).reshape(channels, 3, -1)
+
+
+def _pixel_centres(pixels: torch.Tensor, resolution: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """``(2, M)`` pixel-space ``(x, y)`` centres of flat pixel indices into one ``H x W`` image (a new tensor)."""
+    h, w = resolution
+    if h * w <= _CENTRE_TABLE_MAX:  # one gather from a cached table beats two integer divisions
+        return _centre_table(h, w, pixels.device, dtype).index_select(1, pixels)
+    return torch.stack([pixels % w, pixels // w]).to(dtype).add_(0.5)
+
+
+@functools.lru_cache(maxsize=4)
+def _centre_table(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(2, H * W)`` ``(x, y)`` centre of every pixel of an ``H x W`` image (shared: do not modify)."""
+    y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
+                          indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)]).add_(0.5)
 
 
 class _RasterizeFunction(torch.autograd.Function):
@@ -307,101 +469,109 @@ class _RasterizeFunction(torch.autograd.Function):
     ``A = e_1 x e_0``) and ``l_2 = 1 - l_0 - l_1``; the perspective-correct ones are ``b_i ~ l_i / w_i``,
     i.e. ``u = l_0 r_0 / (l_0 r_0 + l_1 r_1 + l_2)`` with ``r_i = w_2 / w_i``, and
     ``z/w = z_2 + (z_0 - z_2) l_0 + (z_1 - z_2) l_1``. Working relative to ``s_2`` keeps float32
-    accurate for small triangles. Each covered pixel reads one row of the per-triangle table
-    ``(s_2, beta_0, beta_1, r_0, r_1, z_2, z_0 - z_2, z_1 - z_2)``.
+    accurate for small triangles. Each covered pixel reads one column of the per-triangle table
+    with rows ``(s_2x, s_2y, beta_0x, beta_1x, beta_0y, beta_1y, r_0, r_1, z_2, z_0 - z_2, z_1 - z_2)``.
+
+    Outputs: the dense raster, ``uv`` ``(M, 2)`` (a view of a ``(2, M)`` row table), and the
+    non-differentiable covered pixels, their triangles and their images.
     """
 
     @staticmethod
-    def forward(ctx, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> torch.Tensor:
+    def forward(ctx, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]):
         b, v = pos.shape[:2]
         h, w = resolution
+        f = tri.shape[0]
         ctx.set_materialize_grads(False)
         ctx.pos_shape = pos.shape
-        if tri.shape[0] == 0 or v == 0:
+        if f == 0 or v == 0:
             ctx.empty = True
             empty = torch.zeros(0, dtype=torch.int64, device=pos.device)
             ctx.mark_non_differentiable(empty)
-            return pos.new_zeros(b, h, w, 4), pos.new_zeros(0, 4), empty, empty
+            return pos.new_zeros(b, h, w, 4), pos.new_zeros(0, 2), empty, empty, empty
         ctx.empty = False
         setup = _Setup(pos, tri, resolution)
-        tri_id = _visibility(setup)
-        sx, sy, sz = setup.screen
-        sw = setup.safe_w
-        table = torch.stack([sx[2], sy[2], setup.lam_a[0], setup.lam_b[0], setup.lam_a[1], setup.lam_b[1],
-                             sw[2] / sw[0], sw[2] / sw[1], sz[2], sz[0] - sz[2], sz[1] - sz[2]], 1)
-        # Rows of culled triangles are never read by a covered pixel, but must be finite.
-        table = torch.nan_to_num_(table, nan=0.0, posinf=0.0, neginf=0.0)  # (T, 11)
+        hits = _nearest_hits(setup)
+        sw, screen = setup.safe_w, setup.screen
+        table = torch.cat([screen[:2, 2], setup.lam_a[:2], setup.lam_b[:2], sw[2] / sw[:2], screen[2, 2:],
+                           screen[2, :2] - screen[2, 2:]])
+        # Columns of culled triangles are never read by a covered pixel, but must be finite.
+        table = torch.nan_to_num_(table, nan=0.0, posinf=0.0, neginf=0.0)  # (11, T)
 
-        pixels = covered_pixels(tri_id)  # only covered pixels are computed; the background stays 0
-        ids = tri_id.reshape(-1).index_select(0, pixels)
-        rem = pixels % (h * w)
-        rows = ids + pixels // (h * w) * tri.shape[0] if b > 1 else ids
-        t = table.index_select(0, rows)  # (M, 11)
-        s2x, s2y, b0x, b0y, b1x, b1y, r0, r1, z2, z02, z12 = t.unbind(1)
-        dx = (rem % w).to(pos.dtype).add_(0.5).sub_(s2x)
-        dy = (rem // w).to(pos.dtype).add_(0.5).sub_(s2y)
-        l0 = b0x * dx + b0y * dy
-        l1 = b1x * dx + b1y * dy
-        p0, p1 = l0 * r0, l1 * r1
-        inv = 1.0 / (p0 + p1 + 1 - l0 - l1)
-        values = pos.new_empty(rows.shape[0], 4)  # columns written in place: no interleaving copy
-        torch.mul(p0, inv, out=values[:, 0])
-        torch.mul(p1, inv, out=values[:, 1])
-        torch.addcmul(z2, z02, l0, out=values[:, 2]).addcmul_(z12, l1)
-        values[:, 3] = ids + 1
-        out = pos.new_zeros(b * h * w, 4).index_copy_(0, pixels, values)
-        ctx.save_for_backward(t, rows, pixels, dx, dy, l0, l1, inv, values, setup.corners, setup.screen,
-                              sw, setup.ex, setup.ey, setup.inv_area)
+        # Only covered pixels are computed; the background stays 0.
+        pixels = (hits != _NO_HIT).nonzero().view(-1)
+        ids = hits.index_select(0, pixels).bitwise_and_(_TRI_MASK)
+        if b > 1:
+            images = pixels // (h * w)
+            in_image, rows = pixels - images * (h * w), ids + images * f
+        else:
+            images, in_image, rows = torch.zeros_like(pixels), pixels, ids
+        t = table.index_select(1, rows)  # (11, M)
+        d = _pixel_centres(in_image, (h, w), pos.dtype).sub_(t[:2])  # (2, M): p - s_2
+        lam = torch.addcmul(t[2:4] * d[0], t[4:6], d[1])  # (2, M): l_0, l_1
+        p = lam * t[6:8]  # l_i r_i
+        inv = (p - lam).sum(0).add_(1.0).reciprocal_()  # 1 / (p_0 + p_1 + 1 - l_0 - l_1)
+        values = pos.new_empty(4, pixels.shape[0])  # rows (u, v, z/w, id + 1)
+        torch.mul(p, inv, out=values[:2])
+        torch.addcmul(t[8], t[9], lam[0], out=values[2]).addcmul_(t[10], lam[1])
+        torch.add(ids, 1, out=values[3])
+        rast = pos.new_zeros(b * h * w * 4).scatter_(0, channel_slots(pixels, 4).view(-1), values.view(-1))
+        ctx.save_for_backward(t, d, lam, inv, values, rows, pixels, table, setup.ndc, sw, setup.ex, setup.ey,
+                              setup.inv_area, corner_index(tri, b, v))
         ctx.half = (0.5 * w, 0.5 * h)
-        ctx.mark_non_differentiable(pixels, ids)
-        return out.view(b, h, w, 4), values, pixels, ids
+        ctx.mark_non_differentiable(pixels, ids, images)
+        return rast.view(b, h, w, 4), values[:2].t(), pixels, ids, images
 
     @staticmethod
-    def backward(ctx, grad_rast: torch.Tensor | None, grad_values: torch.Tensor | None, _pixels, _ids):
-        if ctx.empty or (grad_rast is None and grad_values is None):
+    def backward(ctx, grad_rast: torch.Tensor | None, grad_uv: torch.Tensor | None, _pixels, _ids, _images):
+        if ctx.empty or (grad_rast is None and grad_uv is None):
             return None, None, None
-        t, rows, pixels, dx, dy, l0, l1, inv, out, corners, screen, sw, ex, ey, inv_area = ctx.saved_tensors
-        # Gradients reach (u, v) through the dense raster, the compact fragments, or both.
-        grad = grad_values
+        (t, d, lam, inv, values, rows, pixels, table, ndc, sw, ex, ey, inv_area,
+         corners) = ctx.saved_tensors
+        # Gradients reach (u, v) through the compact fragments, the dense raster, or both; like
+        # nvdiffrast, z/w and the id pass no gradient.
+        grad = None if grad_uv is None else grad_uv.t()  # (2, M)
         if grad_rast is not None:
-            dense = grad_rast.reshape(-1, 4).index_select(0, pixels)
+            dense = grad_rast.reshape(-1).index_select(0, channel_slots(pixels, 4, 2).view(-1)).view(2, -1)
             grad = dense if grad is None else grad + dense
-        b0x, b0y, b1x, b1y, r0, r1 = t[:, 2:8].unbind(1)
-        gu, gv = grad[:, 0], grad[:, 1]  # like nvdiffrast, z/w and the id pass no gradient
-        # Per pixel: u = p0 / s, v = p1 / s, s = p0 + p1 + 1 - l0 - l1, p_i = l_i r_i.
-        g_s = -(gu * out[:, 0] + gv * out[:, 1]) * inv
-        g_p0 = gu * inv + g_s
-        g_p1 = gv * inv + g_s
-        g_l0 = g_p0 * r0 - g_s
-        g_l1 = g_p1 * r1 - g_s
-        grad_rows = t.new_empty(t.shape[0], 8)
-        torch.neg(g_l0 * b0x + g_l1 * b1x, out=grad_rows[:, 0])  # s_2 enters through d = p - s_2
-        torch.neg(g_l0 * b0y + g_l1 * b1y, out=grad_rows[:, 1])
-        torch.mul(g_l0, dx, out=grad_rows[:, 2])
-        torch.mul(g_l0, dy, out=grad_rows[:, 3])
-        torch.mul(g_l1, dx, out=grad_rows[:, 4])
-        torch.mul(g_l1, dy, out=grad_rows[:, 5])
-        torch.mul(g_p0, l0, out=grad_rows[:, 6])
-        torch.mul(g_p1, l1, out=grad_rows[:, 7])
-        num_tri = inv_area.shape[0]
-        g = t.new_zeros(num_tri, 8).index_add_(0, rows, grad_rows)  # per triangle
-        g_s2x, g_s2y, g_b0x, g_b0y, g_b1x, g_b1y, g_r0, g_r1 = g.unbind(1)
+        grad = grad.contiguous()
+        # Per pixel: u = p_0 / s, v = p_1 / s, s = p_0 + p_1 + 1 - l_0 - l_1, p_i = l_i r_i.
+        g_s = (grad * values[:2]).sum(0).mul_(inv).neg_()
+        g_p = torch.addcmul(g_s, grad, inv)
+        g_l = torch.mul(g_p, t[6:8]).sub_(g_s)
+        grad_rows = grad.new_empty(8, grad.shape[1])  # per pixel, for table rows 0..7
+        torch.sum(t[2:6].view(2, 2, -1) * g_l, 1, out=grad_rows[:2]).neg_()  # s_2 enters through d = p - s_2
+        torch.mul(g_l, d[0], out=grad_rows[2:4])
+        torch.mul(g_l, d[1], out=grad_rows[4:6])
+        torch.mul(g_p, lam, out=grad_rows[6:8])
+        g = grad.new_zeros(8, table.shape[1]).index_add_(1, rows, grad_rows)  # per triangle
+        g_s2x, g_s2y, g_b0x, g_b1x, g_b0y, g_b1y, g_r0, g_r1 = g
         # beta_0 = (-e0y, e0x) / A, beta_1 = (-e1y, e1x) / A, A = e1y e0x - e1x e0y; e_0 is edge 0
         # (corner 1 -> 2), e_1 edge 1 (corner 2 -> 0).
         e0x, e0y, e1x, e1y = ex[0], ey[0], ex[1], ey[1]
-        g_area = (g_b0x * e0y - g_b0y * e0x + g_b1x * e1y - g_b1y * e1x) * inv_area * inv_area
-        g_e0x = g_b0y * inv_area + g_area * e1y
-        g_e0y = -g_b0x * inv_area - g_area * e1x
-        g_e1x = g_b1y * inv_area - g_area * e0y
-        g_e1y = -g_b1x * inv_area + g_area * e0x
-        g_sx = torch.stack([g_e1x, -g_e0x, g_s2x + g_e0x - g_e1x])  # (3 corners, T)
-        g_sy = torch.stack([g_e1y, -g_e0y, g_s2y + g_e0y - g_e1y])
-        g_w = torch.stack([-g_r0 * sw[2] / (sw[0] * sw[0]), -g_r1 * sw[2] / (sw[1] * sw[1]),
-                           g_r0 / sw[0] + g_r1 / sw[1]])
-        # s = (x, y) / w * half + half: ds/dx = half / w, ds/dw = -(s - half) / w.
+        g_area = (g_b0x * e0y - g_b0y * e0x + g_b1x * e1y - g_b1y * e1x).mul_(inv_area * inv_area)
+        g_e0x = torch.addcmul(g_b0y * inv_area, g_area, e1y)
+        g_e0y = torch.addcmul(g_b0x * inv_area, g_area, e1x).neg_()
+        g_e1x = torch.addcmul(g_b1y * inv_area, g_area, e0y, value=-1.0)
+        g_e1y = torch.addcmul(g_area * e0x, g_b1x, inv_area, value=-1.0)
+        # Per corner, rows (x, y, w): first d loss / d (screen x, screen y, w).
+        g_corner = g.new_empty(3, 3, g.shape[1])
+        for row, g_e0, g_e1, g_s2 in ((g_corner[0], g_e0x, g_e1x, g_s2x), (g_corner[1], g_e0y, g_e1y, g_s2y)):
+            row[0] = g_e1
+            torch.neg(g_e0, out=row[1])
+            torch.sub(g_e0, g_e1, out=row[2]).add_(g_s2)
+        g_w = g_corner[2]
+        q = g[6:8] / sw[:2]  # r_i = w_2 / w_i: dr_i/dw_i = -r_i / w_i, dr_i/dw_2 = 1 / w_i
+        torch.mul(q, table[6:8], out=g_w[:2]).neg_()
+        torch.sum(q, 0, out=g_w[2])
+        # s = ndc * half + half with ndc = (x, y) / w: ds/dx = half / w, ds/dw = -ndc half / w.
         half_w, half_h = ctx.half
-        g_corner = torch.stack([g_sx * half_w / sw, g_sy * half_h / sw, torch.zeros_like(g_w),
-                                g_w - (g_sx * (screen[0] - half_w) + g_sy * (screen[1] - half_h)) / sw], -1)
+        g_corner[0].mul_(half_w)
+        g_corner[1].mul_(half_h)
+        g_corner[:2].div_(sw)
+        g_w.sub_((g_corner[:2] * ndc[:2]).sum(0))
         b, v = ctx.pos_shape[:2]
-        grad_pos = g_corner.new_zeros(b * v, 4).index_add_(0, corners.reshape(-1), g_corner.reshape(-1, 4))
-        return grad_pos.view(ctx.pos_shape), None, None
+        grad_pos = g.new_zeros(4, b * v)  # (x, y, z, w) rows; z gets no gradient
+        flat = corners.view(-1)
+        grad_pos[:2].index_add_(1, flat, g_corner[:2].view(2, -1))
+        grad_pos[3:].index_add_(1, flat, g_w.view(1, -1))
+        return grad_pos.t().view(ctx.pos_shape), None, None

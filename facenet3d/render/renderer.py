@@ -182,15 +182,14 @@ class Renderer(nn.Module):
         # Everything per pixel is computed at the covered pixels only, as (M, C) rows in the order
         # of fragments.pixels, and scattered into images at the end.
 
-        def interp(values: torch.Tensor, triangles: torch.Tensor = tri) -> torch.Tensor:
+        def interp(values: torch.Tensor, triangles: torch.Tensor = tri, dense: bool = False) -> torch.Tensor:
+            """Per-vertex values at the covered pixels, ``(M, C)``, or as ``(B, H, W, C)`` images."""
             if on_torch:
-                return interpolate_fragments(values, fragments, triangles, dense=False)
-            dense = interpolate(values, rast, triangles, backend=self.backend)
-            return dense.reshape(-1, values.shape[-1]).index_select(0, pixels)
+                return interpolate_fragments(values, fragments, triangles, dense=dense)
+            images = interpolate(values, rast, triangles, backend=self.backend)
+            return images if dense else images.reshape(-1, values.shape[-1]).index_select(0, pixels)
 
-        def to_image(values: torch.Tensor) -> torch.Tensor:
-            image = values.new_zeros(b * h * w, values.shape[-1]).index_copy(0, pixels, values)
-            return image.view(b, h, w, -1)
+        to_image = fragments.to_image
 
         uv_cache: list[torch.Tensor] = []
 
@@ -217,6 +216,7 @@ class Renderer(nn.Module):
             return out
 
         computed: dict[str, torch.Tensor] = {}
+        image = None
         if self.shading == "vertex":
             # Shade the vertices, interpolate the result: where albedo is per vertex too, a single
             # 3-channel interpolation carries the whole colour.
@@ -228,7 +228,7 @@ class Renderer(nn.Module):
                 color_v = _as_vertex(present["albedo"]) * diffuse
                 if spec is not None:
                     color_v = color_v + _as_vertex(present["specular"]) * spec
-                color = interp(color_v)
+                image = interp(color_v, dense=True)  # straight into the image: no compact copy
             else:
                 terms = {"diffuse": diffuse} if spec is None else {"diffuse": diffuse, "spec": spec}
                 pixel = _interpolate_many(terms, interp)
@@ -250,7 +250,8 @@ class Renderer(nn.Module):
             if spec is not None:
                 color = color + pixel["specular"] * spec
 
-        image = to_image(color)
+        if image is None:
+            image = to_image(color)
         if background is not None:
             image = image + background.to(image) * (1 - covered)
         mask = covered
