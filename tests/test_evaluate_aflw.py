@@ -141,8 +141,9 @@ def test_a_broken_annotation_is_listed_not_fatal(one_real_image, tmp_path):
     assert report["nme_68"]["all"] is None
 
 
-def test_cli_writes_the_report_and_skips_a_missing_regressor(one_real_image, tmp_path):
+def test_cli_writes_the_report_and_skips_a_missing_regressor(one_real_image, tmp_path, monkeypatch):
     from facenet3d.cli import main
+    from facenet3d.network import weights
 
     out = tmp_path / "r.json"
     status = main(["evaluate", "aflw2000", "--data", str(one_real_image), "--json", str(out),
@@ -152,8 +153,15 @@ def test_cli_writes_the_report_and_skips_a_missing_regressor(one_real_image, tmp
     assert set(report["nme_68"]) == {"yaw_0_30", "yaw_30_60", "yaw_60_90", "mean", "all"}
     assert {"n_images", "n_failed", "seconds_per_image", "settings"} <= set(report)
     assert report["settings"]["method"] == "mediapipe" and report["settings"]["crop"] == "gt-box"
+    # A weights file that is not there is the user's error (exit 2, nothing written) ...
+    wrong = tmp_path / "wrong.json"
+    status = main(["evaluate", "aflw2000", "--data", str(one_real_image), "--json", str(wrong),
+                   "--refine", "none", "--weights", str(tmp_path / "no-such-weights.safetensors"), "--quiet"])
+    assert status == 2 and not wrong.exists()
+    # ... an install without the shipped regressor skips the method (exit 3, the report says why).
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "no-weights")
     skipped = tmp_path / "none.json"
     status = main(["evaluate", "aflw2000", "--data", str(one_real_image), "--json", str(skipped),
-                   "--refine", "none", "--weights", str(tmp_path / "no-such-weights.safetensors"), "--quiet"])
+                   "--refine", "none", "--weights", "default", "--quiet"])
     assert status == 3
     assert json.loads(skipped.read_text())["skipped"] is True
