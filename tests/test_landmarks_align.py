@@ -154,3 +154,13 @@ def test_face_and_skin_masks(photo_and_face):
     assert not face_m[at(outside)]
     # holes are a modest part of the face
     assert 0.8 < skin_m.sum() / face_m.sum() < 0.97
+
+
+def test_compose_affine_applies_inner_then_outer():
+    from facenet3d.landmarks.align import compose_affine
+
+    rng = np.random.default_rng(0)
+    inner, outer = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    pts = rng.normal(size=(5, 2))
+    np.testing.assert_allclose(transform_points(pts, compose_affine(outer, inner)),
+                               transform_points(transform_points(pts, inner), outer), atol=1e-5)

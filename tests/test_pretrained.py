@@ -114,3 +114,22 @@ def test_from_pretrained_reports_a_broken_weights_file(tmp_path):
     with pytest.raises(WeightsError, match="truncated.safetensors"):
         FaceReconstructor.from_pretrained(str(truncated))
     assert FaceReconstructor.from_pretrained("none").regressor is None
+
+
+def test_fine_tuning_starts_from_the_named_weights(model, tmp_path):
+    """``model.init_weights`` (configs/train/finetune.yaml) puts the saved weights in the module,
+    and refuses weights of another architecture."""
+    from facenet3d.errors import WeightsError
+    from train.module import FaceRegressorModule
+
+    module = FaceRegressorModule(variant="mobilenetv3", init_weights="fast", image_every_n_steps=0)
+    saved = load_regressor("fast", face_model=model).state_dict()
+    mine = module.regressor.state_dict()
+    assert set(mine) == set(saved) and all(torch.equal(mine[k], saved[k]) for k in saved)
+    # Where fine-tuning started goes into the exported header.
+    assert module.initial_weights["file"] == pretrained_path("fast").name
+    assert module.initial_weights["tensors_sha256"] == read_regressor_metadata("fast")["tensors_sha256"]
+    exported = read_regressor_metadata(module.export(tmp_path / "tuned.safetensors", trained_steps=3))
+    assert exported["extra"]["initial_weights"] == module.initial_weights
+    with pytest.raises(WeightsError, match="cannot start a resnet18"):
+        FaceRegressorModule(variant="resnet18", init_weights="fast", image_every_n_steps=0)

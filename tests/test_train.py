@@ -403,7 +403,8 @@ def test_greyscale_photos_are_compared_in_grey():
 
 @pytest.mark.parametrize("recipe, variant, steps", [(["cpu.yaml"], "resnet18", 6000),
                                                     (["cpu.yaml", "mobilenetv3.yaml"], "mobilenetv3", 6000),
-                                                    (["resnet50.yaml"], "resnet50", 100000)])
+                                                    (["resnet50.yaml"], "resnet50", 100000),
+                                                    (["cpu.yaml", "finetune.yaml"], "resnet18", 1500)])
 def test_shipped_recipes_resolve(recipe, variant, steps):
     """The recipes the shipped weights were trained with parse in LightningCLI, and a second
     ``--config`` overrides only what it names."""
@@ -417,3 +418,24 @@ def test_shipped_recipes_resolve(recipe, variant, steps):
     cfg = yaml.safe_load(done.stdout)
     assert cfg["model"]["variant"] == variant and cfg["trainer"]["max_steps"] == steps
     assert cfg["model"]["losses"]["landmarks68"] > 0 and cfg["data"]["augment"]["enabled"] is True
+    fine_tuning = "finetune.yaml" in recipe
+    assert (cfg["model"]["init_weights"] == "default") is fine_tuning
+    assert (cfg["data"]["augment"]["profile"] > 0) is fine_tuning
+
+
+def test_untrusted_landmarks_are_left_out_of_the_landmark_terms(photo_cache, face_model_file):
+    """``landmark_weight`` 0 (a face MediaPipe labels badly) removes exactly that face's share."""
+    module = _module(face_model_file)
+    data = _dataset(photo_cache, 64, None)
+    batch = _collate([data[i] for i in range(2)])
+    params = module(batch["image"])
+
+    def terms(weights: list[float]) -> dict:
+        return module.compute_losses(params, {**batch, "landmark_weight": torch.tensor(weights)}, 0.0)[1]
+
+    both, first, second = terms([1.0, 1.0]), terms([1.0, 0.0]), terms([0.0, 1.0])
+    for name in ("landmarks68", "landmarks_dense"):
+        assert float(first[name]) > 0 and float(second[name]) > 0
+        assert float(first[name] + second[name]) == pytest.approx(float(both[name]), rel=1e-5)
+    assert float(terms([0.0, 0.0])["landmarks68"]) == 0.0
+    assert float(first["identity_prior"]) == pytest.approx(float(both["identity_prior"]))

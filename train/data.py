@@ -7,6 +7,12 @@ warp is done here rather than with albumentations' ``Affine`` because resizing a
 one resampling and the landmarks must follow facenet3d's pixel-centre-at-+0.5 convention to
 the sub-pixel (:func:`facenet3d.landmarks.align.warp_image`).
 
+**Large poses** (``augment.profile``): a near-frontal face may instead be turned in depth to a
+large yaw and re-rendered (:mod:`train.profiling`, "face profiling" as 300W-LP was made), its
+landmarks turned with it, and cropped as the pipeline crops a photo. MediaPipe's own landmarks of
+strongly turned faces, which underestimate the yaw, can be kept out of the landmark terms
+(``label_max_yaw``: the sample's ``landmark_weight`` is then 0).
+
 Appearance augmentations are split in two, because the photometric loss needs a target:
 
 - **Colour** (albumentations ``ColorJitter``) changes what the network must explain (another
@@ -28,6 +34,7 @@ A sample (all ``torch`` tensors, ``S`` = crop size)::
     index            int64                      item index in the dataset
     teacher          (D,) float32               distillation target (zeros without one)
     has_teacher      bool
+    landmark_weight  float32                    1, or 0 where MediaPipe's landmarks are not trusted
 
 Distillation targets (``FaceDataModule(distill=...)``): an ``.npz`` with a ``source`` array
 (``(N,)`` str, the photo paths as in the cache manifest) and any of the
@@ -53,13 +60,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facenet3d.errors import Facenet3DError
-from facenet3d.landmarks.align import transform_points, warp_image
+from facenet3d.errors import Facenet3DError, NoFaceError
+from facenet3d.landmarks.align import alignment_matrix, compose_affine, invert_affine, transform_points, warp_image
 from facenet3d.landmarks.cache import PhotoCache
-from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE
+from facenet3d.landmarks.detect import FaceDetector
+from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE, ibug68_from_mediapipe
 from facenet3d.landmarks.mean_face import mirror_indices
 from facenet3d.landmarks.topology import NUM_MESH_VERTICES
 from facenet3d.params import FaceParams
+from train.profiling import NUM_LANDMARKS, estimate_yaw, profile_vertices, source_map
 
 
 class TrainingDataError(Facenet3DError, ValueError):
@@ -81,6 +90,15 @@ class AugmentConfig:
         blur: probability of Gaussian or motion blur.
         noise: probability of Gaussian sensor noise.
         jpeg: probability of JPEG re-compression (quality 25-90).
+        profile: probability of turning a near-frontal face in depth (:mod:`train.profiling`) to a
+            yaw of ``profile_min_yaw``..``profile_max_yaw`` degrees (same side as it faces).
+        profile_source_yaw: only faces within this yaw (degrees; MediaPipe's labels are good
+            there) are turned.
+        profile_min_yaw: smallest yaw after the turn, degrees.
+        profile_max_yaw: largest yaw after the turn, degrees.
+        profile_crop: how a turned face is re-cropped: ``"detector"``, as the pipeline crops a
+            photo (from MediaPipe's landmarks of the turned face; the turn is skipped when
+            MediaPipe finds none), or ``"labels"``, from the turned landmarks.
     """
 
     enabled: bool = True
@@ -93,6 +111,15 @@ class AugmentConfig:
     blur: float = 0.2
     noise: float = 0.2
     jpeg: float = 0.3
+    profile: float = 0.0
+    profile_source_yaw: float = 30.0
+    profile_min_yaw: float = 30.0
+    profile_max_yaw: float = 80.0
+    profile_crop: str = "detector"
+
+    def __post_init__(self) -> None:
+        if self.profile_crop not in ("detector", "labels"):
+            raise ValueError(f"profile_crop must be 'detector' or 'labels', got {self.profile_crop!r}")
 
 
 @lru_cache(maxsize=1)
@@ -171,16 +198,24 @@ class CachedFaceDataset(Dataset):
         crop_size: training crop side ``S``, px.
         augment: augmentations, or None for none (validation).
         teachers: ``(N, D)`` distillation vectors aligned with ``items`` (NaN: unsupervised), or None.
+        label_max_yaw: MediaPipe's landmarks of faces turned farther than this (degrees, by
+            :func:`~train.profiling.estimate_yaw` of those landmarks) get ``landmark_weight`` 0:
+            beyond ~45 degrees MediaPipe underestimates the yaw, and its labels would teach the
+            regressor to do the same (turned near-frontal faces supervise large yaw instead).
+            None trusts every face.
     """
 
     def __init__(self, caches: list[PhotoCache], items: list[tuple[int, int]], crop_size: int,
-                 augment: AugmentConfig | None = None, teachers: np.ndarray | None = None):
+                 augment: AugmentConfig | None = None, teachers: np.ndarray | None = None,
+                 label_max_yaw: float | None = None):
         self.caches = caches
         self.items = items
         self.crop_size = int(crop_size)
         self.source_size = caches[0].size
         self.augment = augment if augment is not None and augment.enabled else None
         self.teachers = teachers
+        self.label_max_yaw = label_max_yaw
+        self._detector: FaceDetector | None = None
         self.teacher_dim = 0 if teachers is None else teachers.shape[1]
         a = self.augment
         if a is not None:
@@ -206,6 +241,18 @@ class CachedFaceDataset(Dataset):
                                  angle_deg=rng.uniform(-a.rotate_deg, a.rotate_deg), shift=(shift[0], shift[1]),
                                  flip=flip), flip
 
+    def _profile_yaw(self, landmarks: np.ndarray, rng: np.random.Generator | None) -> float:
+        """The yaw (degrees) to turn this face by, 0 for none (see :class:`AugmentConfig`)."""
+        a = self.augment
+        if rng is None or a is None or not a.profile or rng.random() >= a.profile:
+            return 0.0
+        yaw = estimate_yaw(landmarks)
+        if abs(yaw) > a.profile_source_yaw:
+            return 0.0
+        # Away from frontal on the side the face already turns to (either side when nearly frontal).
+        side = math.copysign(1.0, yaw) if abs(yaw) > 5.0 else float(rng.choice((-1.0, 1.0)))
+        return side * rng.uniform(a.profile_min_yaw, a.profile_max_yaw) - yaw
+
     def __getitem__(self, index: int) -> dict:
         cache_index, row = self.items[index]
         item = self.caches[cache_index][row]
@@ -217,10 +264,18 @@ class CachedFaceDataset(Dataset):
             rng = np.random.default_rng(seed)
         m, flip = self._geometry(rng)
         s = self.crop_size
-        crop = warp_image(np.asarray(item["crop"]), m, (s, s))
-        skin = warp_image(np.asarray(item["skin_mask"], dtype=np.float32), m, (s, s))
-        lm68 = transform_points(np.asarray(item["landmarks68"], dtype=np.float64), m)
-        dense = transform_points(np.asarray(item["landmarks478"][:NUM_MESH_VERTICES, :2], dtype=np.float64), m)
+        points = np.asarray(item["landmarks478"], dtype=np.float64)
+        trusted = self.label_max_yaw is None or abs(estimate_yaw(points)) <= self.label_max_yaw
+        turn = self._profile_yaw(points, rng)
+        turned = self._turned(item, points, turn, m) if turn else None
+        if turned is not None:
+            crop, skin, m, points = turned
+            lm68 = transform_points(ibug68_from_mediapipe(points)[:, :2], m)
+        else:
+            crop = warp_image(np.asarray(item["crop"]), m, (s, s))
+            skin = warp_image(np.asarray(item["skin_mask"], dtype=np.float32), m, (s, s))
+            lm68 = transform_points(np.asarray(item["landmarks68"], dtype=np.float64), m)
+        dense = transform_points(points[:NUM_MESH_VERTICES, :2], m)
         if flip:
             mirror68, mirror468 = mirror_maps()
             lm68, dense = lm68[mirror68], dense[mirror468]
@@ -234,7 +289,7 @@ class CachedFaceDataset(Dataset):
             self.degrade.set_random_seed(seed + 1)
             crop = self.degrade(image=crop)["image"]
         teacher = np.zeros(self.teacher_dim, np.float32)
-        has_teacher = self.teachers is not None
+        has_teacher = self.teachers is not None and turned is None  # the teacher fitted the unturned face
         if has_teacher:
             teacher = self.teachers[index]
         return {
@@ -249,7 +304,66 @@ class CachedFaceDataset(Dataset):
             "index": index,
             "teacher": torch.from_numpy(np.asarray(teacher, np.float32)),
             "has_teacher": has_teacher,
+            "landmark_weight": torch.tensor(1.0 if trusted else 0.0),
         }
+
+    def _turned(self, item: dict, points: np.ndarray, yaw: float, m: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """A cached face turned in depth by ``yaw`` degrees (:mod:`train.profiling`), then cropped.
+
+        The turned face is re-aligned to the canonical crop before the sample's similarity ``m``,
+        the way the pipeline crops a photo (``profile_crop: detector``: from MediaPipe's landmarks
+        of the turned face, whose crops of profiles differ from a crop by the true landmarks) or
+        from the turned landmarks themselves (``labels``). Returns the crop, skin mask, the
+        cache-crop px -> training-crop px map (the turned face's) and the turned landmarks
+        ``(478, 3)`` in cache-crop px; None when MediaPipe finds no face in the turned photo.
+        """
+        source, turned = profile_vertices(points, yaw)
+        if self.augment.profile_crop == "detector":
+            view, _ = turned_view(item, source, turned, np.eye(2, 3), self.source_size)
+            try:
+                lm68 = self.detector.detect(view)[0].landmarks68
+            except NoFaceError:
+                return None
+        else:
+            lm68 = ibug68_from_mediapipe(turned[:, :2])
+        realign = alignment_matrix(lm68, self.source_size)
+        m = compose_affine(m, realign)
+        crop, skin = turned_view(item, source, turned, m, self.crop_size)
+        return crop, skin, m, turned[:NUM_LANDMARKS]
+
+    @property
+    def detector(self) -> FaceDetector:
+        """MediaPipe, made on first use in each data-loader process (its graphs do not survive a fork)."""
+        if self._detector is None:
+            self._detector = FaceDetector(max_faces=1)
+        return self._detector
+
+
+def turned_view(item: dict, source: np.ndarray, turned: np.ndarray, matrix: np.ndarray, size: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Render a cache item's crop and skin mask with its face turned (:func:`~train.profiling.profile_vertices`).
+
+    Args:
+        item: the cache item (``crop``, ``skin_mask``).
+        source, turned: the profiling mesh before and after the turn, cache-crop px.
+        matrix: ``(2, 3)`` cache-crop px -> output px, applied after the turn.
+        size: output side, px.
+
+    Returns:
+        ``(size, size, 3)`` uint8 image and ``(size, size)`` float32 skin mask (skin only where
+        the face mesh shows, not on the stretched rings around it).
+    """
+    where, on_face = source_map(source, transform_points(turned[:, :2], matrix), turned[:, 2], size)
+    # Pixels no triangle covers (none, normally: the last ring lies far outside) keep the plain warp.
+    plain = transform_points(np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), -1),
+                             invert_affine(matrix))
+    where = np.where(np.isnan(where), plain, where) - 0.5  # pixel centres at +0.5 -> cv2's at 0
+    maps = (where[..., 0].astype(np.float32), where[..., 1].astype(np.float32))
+    black = {"interpolation": cv2.INTER_LINEAR, "borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+    crop = cv2.remap(np.asarray(item["crop"]), *maps, **black)
+    skin = cv2.remap(np.asarray(item["skin_mask"], dtype=np.float32), *maps, **black) * on_face
+    return crop, skin
 
 
 def split_key(item: dict) -> str:
@@ -318,11 +432,13 @@ class FaceDataModule(pl.LightningDataModule):
         limit: use only the first ``limit`` items (smoke runs).
         augment: see :class:`AugmentConfig`.
         distill: ``.npz`` of distillation targets (module docstring) or None.
+        label_max_yaw: see :class:`CachedFaceDataset` (training set only; validation trusts all).
     """
 
     def __init__(self, cache: str | list[str] = "../cache/faces224", crop_size: int = 160, batch_size: int = 16,
                  num_workers: int = 1, val_fraction: float = 0.02, val_max: int = 256, split_seed: int = 0,
-                 limit: int | None = None, augment: AugmentConfig | None = None, distill: str | None = None):
+                 limit: int | None = None, augment: AugmentConfig | None = None, distill: str | None = None,
+                 label_max_yaw: float | None = None):
         super().__init__()
         self.cache_dirs = [cache] if isinstance(cache, str | Path) else list(cache)
         self.crop_size = int(crop_size)
@@ -334,6 +450,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.limit = limit
         self.augment = augment or AugmentConfig()
         self.distill = distill
+        self.label_max_yaw = label_max_yaw
+        self._detector: FaceDetector | None = None
         self.teacher_dims: tuple[int, int, int] | None = None
         self.train_set: CachedFaceDataset | None = None
         self.val_set: CachedFaceDataset | None = None
@@ -364,12 +482,12 @@ class FaceDataModule(pl.LightningDataModule):
         if self.distill:
             teachers, self.teacher_dims = load_teachers(self.distill, [m["source"] for m in meta])
 
-        def subset(idx: list[int], augment: AugmentConfig | None) -> CachedFaceDataset:
+        def subset(idx: list[int], augment: AugmentConfig | None, label_max_yaw: float | None) -> CachedFaceDataset:
             t = None if teachers is None else teachers[idx]
-            return CachedFaceDataset(caches, [items[i] for i in idx], self.crop_size, augment, t)
+            return CachedFaceDataset(caches, [items[i] for i in idx], self.crop_size, augment, t, label_max_yaw)
 
-        self.train_set = subset(train_idx, self.augment)
-        self.val_set = subset(val_idx, None)
+        self.train_set = subset(train_idx, self.augment, self.label_max_yaw)
+        self.val_set = subset(val_idx, None, None)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         # Dropping the last partial batch keeps BatchNorm statistics sane, unless that is all there is.

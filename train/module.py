@@ -34,7 +34,7 @@ from facenet3d.decode import DecodedFace, crop_camera, decode_face
 from facenet3d.errors import WeightsError
 from facenet3d.facemodel import MorphableModel, load_face_model
 from facenet3d.losses import coefficient_prior, landmark_loss, photometric_loss, symmetry_loss, total_variation
-from facenet3d.network import FaceRegressor, create_regressor, face_model_fingerprint, get_variant
+from facenet3d.network import FaceRegressor, create_regressor, face_model_fingerprint, get_variant, load_regressor
 from facenet3d.params import FaceParams
 from facenet3d.render import Renderer, use_backend
 from facenet3d.render.color import linear_to_srgb
@@ -57,6 +57,26 @@ class LossWeights:
     albedo_flatness: float = 1.0
     distill_landmarks: float = 0.0
     distill_coefficients: float = 0.0
+
+
+def initial_state(weights: str, regressor: FaceRegressor, model: MorphableModel
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict of saved regressor ``weights`` to fine-tune ``regressor`` from, and their
+    provenance (file name, tensor checksum, steps they were trained for) for the exported header.
+
+    Raises:
+        WeightsError: unreadable weights, another face model, or another architecture.
+    """
+    saved = load_regressor(weights, face_model=model)
+    meta = saved.weights_metadata
+    provenance = {"name": str(weights), "file": saved.weights_path.name,
+                  "tensors_sha256": meta.get("tensors_sha256"),
+                  "trained_steps": meta.get("extra", {}).get("trained_steps")}
+    a, b = saved.info, regressor.info
+    if (a.backbone, a.crop_size, a.dims) != (b.backbone, b.crop_size, b.dims):
+        raise WeightsError(f"{weights}: weights of a {a.backbone} regressor at {a.crop_size} px "
+                           f"cannot start a {b.backbone} one at {b.crop_size} px")
+    return saved.state_dict(), provenance
 
 
 class FaceRegressorModule(pl.LightningModule):
@@ -84,6 +104,9 @@ class FaceRegressorModule(pl.LightningModule):
         render_backend: ``"auto"`` (nvdiffrast on CUDA when installed), ``"torch"`` or ``"nvdiffrast"``.
         image_every_n_steps: write an image grid every this many training steps (0: never).
         image_count: faces per image grid.
+        init_weights: start from these regressor weights (a shipped name such as ``"default"`` or a
+            ``.safetensors`` path; same variant and face model) instead of the backbone's fresh
+            initialisation: fine-tuning. A resumed checkpoint overrides them.
     """
 
     def __init__(self, face_model: str = "default", variant: str = "resnet18", backbone: str | None = None,
@@ -91,7 +114,8 @@ class FaceRegressorModule(pl.LightningModule):
                  weight_decay: float = 1e-4, warmup_steps: int = 200, min_lr_ratio: float = 0.05,
                  photometric_start: int = 500, photometric_ramp: int = 1000, antialias: bool = False,
                  albedo_sampling: str = "vertex", regulariser_size: int = 64, channels_last: bool = True,
-                 render_backend: str = "auto", image_every_n_steps: int = 500, image_count: int = 4):
+                 render_backend: str = "auto", image_every_n_steps: int = 500, image_count: int = 4,
+                 init_weights: str | None = None):
         super().__init__()
         # Loss weights are kept in the checkpoint as a plain dict: checkpoints load with
         # torch.load(weights_only=True), which refuses to unpickle arbitrary classes.
@@ -104,6 +128,11 @@ class FaceRegressorModule(pl.LightningModule):
         self.weights = LossWeights(**self.hparams["losses"])
         model = load_face_model(face_model)
         self.regressor: FaceRegressor = create_regressor(variant, model, backbone=backbone, crop_size=crop_size)
+        # Where fine-tuning started (kept in checkpoints and in the exported header).
+        self.initial_weights: dict | None = None
+        if init_weights:
+            state, self.initial_weights = initial_state(init_weights, self.regressor, model)
+            self.regressor.load_state_dict(state)
         self.crop_size = self.regressor.crop_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.regressor.backbone.to(memory_format=self.memory_format)
@@ -189,10 +218,12 @@ class FaceRegressorModule(pl.LightningModule):
                 weighted.append(weight * terms[name])
 
         present = (model.landmarks68 >= 0).to(decoded.landmarks68.dtype)  # models may lack some iBUG points
-        add("landmarks68", landmark_loss(decoded.landmarks68, batch["landmarks68"], present, normaliser=s),
+        trusted = batch["landmark_weight"].to(decoded.landmarks68.dtype) if "landmark_weight" in batch else 1.0
+        add("landmarks68", trusted * landmark_loss(decoded.landmarks68, batch["landmarks68"], present, normaliser=s),
             w.landmarks68)
         if decoded.landmarks_dense is not None:
-            add("landmarks_dense", landmark_loss(decoded.landmarks_dense, batch["landmarks_dense"], normaliser=s),
+            add("landmarks_dense",
+                trusted * landmark_loss(decoded.landmarks_dense, batch["landmarks_dense"], normaliser=s),
                 w.landmarks_dense)
         add("identity_prior", coefficient_prior(params.identity, model.identity_std), w.identity_prior)
         add("expression_prior", coefficient_prior(params.expression, model.expression_std), w.expression_prior)
@@ -335,9 +366,12 @@ class FaceRegressorModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["facenet3d"] = {"regressor": self.regressor.info.to_dict(),
-                                   "face_model_fingerprint": self.face_model_fingerprint}
+                                   "face_model_fingerprint": self.face_model_fingerprint,
+                                   "initial_weights": self.initial_weights}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "initial_weights" in checkpoint.get("facenet3d", {}):
+            self.initial_weights = checkpoint["facenet3d"]["initial_weights"]
         saved = checkpoint.get("facenet3d", {}).get("face_model_fingerprint")
         if saved and saved != self.face_model_fingerprint:
             raise WeightsError(f"the checkpoint was trained with another face model (fingerprint {saved[:12]}) "
@@ -351,6 +385,8 @@ class FaceRegressorModule(pl.LightningModule):
         hp = dict(self.hparams)
         steps = self.global_step if trained_steps is None else trained_steps
         extra = {"trained_steps": int(steps), "hyperparameters": _jsonable(hp)}
+        if self.initial_weights is not None:
+            extra["initial_weights"] = self.initial_weights
         return save_regressor(self.regressor, path, extra=extra)
 
     # ------------------------------------------------------------------ image grids

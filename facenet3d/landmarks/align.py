@@ -40,6 +40,12 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (p @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """``(2, 3)`` float64 affine map applying ``inner`` first, then ``outer``."""
+    a, b = np.asarray(outer, dtype=np.float64), np.asarray(inner, dtype=np.float64)
+    return np.concatenate([a[:, :2] @ b[:, :2], a[:, :2] @ b[:, 2:] + a[:, 2:]], axis=1)
+
+
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a ``(2, 3)`` affine matrix, float64 ``(2, 3)``."""
     m = np.asarray(matrix, dtype=np.float64)

@@ -9,6 +9,7 @@ happens inside. The predicted parameters live in the camera of
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,6 +81,8 @@ class FaceRegressor(nn.Module):
         self.info = info
         #: The header entry of the weights file it was loaded from (empty when created).
         self.weights_metadata: dict = {}
+        #: The weights file it was loaded from (None when created).
+        self.weights_path: Path | None = None
         self.backbone, features = create_backbone(info.backbone)
         size = sum(int(np.prod(s)) for s in FaceParams.sizes(*info.dims).values())
         self.head = ParamHead(features, size)

@@ -40,8 +40,8 @@ METADATA_KEY = "facenet3d"
 #: ``"default"`` is the ``resnet18`` variant (the best accuracy CPU training gave), ``"fast"`` the
 #: ``mobilenetv3`` variant (the least inference time per face).
 PRETRAINED: dict[str, str] = {
-    "default": "facenet3d_regressor_resnet18_v1.safetensors",
-    "fast": "facenet3d_regressor_mobilenetv3_v1.safetensors",
+    "default": "facenet3d_regressor_resnet18_v2.safetensors",
+    "fast": "facenet3d_regressor_mobilenetv3_v2.safetensors",
 }
 
 def face_model_fingerprint(model: MorphableModel) -> str:
@@ -152,7 +152,7 @@ def load_regressor(path_or_name: str | Path = "default", face_model: MorphableMo
 
     Returns:
         The regressor in eval mode; ``regressor.info`` says which face model it predicts for,
-        ``regressor.weights_metadata`` holds the whole header entry.
+        ``regressor.weights_metadata`` holds the whole header entry, ``regressor.weights_path`` the file.
 
     Raises:
         WeightsError: missing, truncated or corrupt file, foreign format, tensors that do not
@@ -180,6 +180,7 @@ def load_regressor(path_or_name: str | Path = "default", face_model: MorphableMo
     if face_model is not None:
         check_face_model(info, face_model, path)
     regressor.weights_metadata = meta
+    regressor.weights_path = path
     return regressor.to(device).eval()
 
 
