@@ -241,12 +241,11 @@ class CachedFaceDataset(Dataset):
                                  angle_deg=rng.uniform(-a.rotate_deg, a.rotate_deg), shift=(shift[0], shift[1]),
                                  flip=flip), flip
 
-    def _profile_yaw(self, landmarks: np.ndarray, rng: np.random.Generator | None) -> float:
-        """The yaw (degrees) to turn this face by, 0 for none (see :class:`AugmentConfig`)."""
+    def _profile_yaw(self, yaw: float, rng: np.random.Generator | None) -> float:
+        """The yaw (degrees) to turn a face of yaw ``yaw`` by, 0 for none (see :class:`AugmentConfig`)."""
         a = self.augment
         if rng is None or a is None or not a.profile or rng.random() >= a.profile:
             return 0.0
-        yaw = estimate_yaw(landmarks)
         if abs(yaw) > a.profile_source_yaw:
             return 0.0
         # Away from frontal on the side the face already turns to (either side when nearly frontal).
@@ -265,8 +264,9 @@ class CachedFaceDataset(Dataset):
         m, flip = self._geometry(rng)
         s = self.crop_size
         points = np.asarray(item["landmarks478"], dtype=np.float64)
-        trusted = self.label_max_yaw is None or abs(estimate_yaw(points)) <= self.label_max_yaw
-        turn = self._profile_yaw(points, rng)
+        yaw = estimate_yaw(points)
+        trusted = self.label_max_yaw is None or abs(yaw) <= self.label_max_yaw
+        turn = self._profile_yaw(yaw, rng)
         turned = self._turned(item, points, turn, m) if turn else None
         if turned is not None:
             crop, skin, m, points = turned
