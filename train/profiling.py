@@ -71,12 +71,16 @@ def yaw_matrix(yaw_deg: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
+def face_oval(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """The face oval's landmarks ``(L, 3)`` in order around it, and the face's width (their ``x`` extent)."""
+    oval = np.asarray(landmarks, np.float64)[list(region_polygons()["face_oval"])]
+    return oval, float(np.ptp(oval[:, 0]))
+
+
 def head_pivot(landmarks: np.ndarray) -> np.ndarray:
     """``(3,)`` point the head turns about: the face oval's centre in ``x``, ``y``, and 0.15 face
     widths behind the oval's mean depth (the axis runs through the skull, behind the cheeks)."""
-    p = np.asarray(landmarks, np.float64)
-    oval = p[list(region_polygons()["face_oval"])]
-    width = float(np.ptp(oval[:, 0]))
+    oval, width = face_oval(landmarks)
     centre = oval.mean(0)
     return np.array([centre[0], centre[1], centre[2] + 0.15 * width])
 
@@ -111,6 +115,12 @@ def profiling_triangles() -> np.ndarray:
     return np.concatenate(tris)
 
 
+@lru_cache(maxsize=1)
+def _triangles_tensor() -> torch.Tensor:
+    # One tensor for every call: the rasteriser keeps its per-topology tables on the tensor's identity.
+    return torch.from_numpy(profiling_triangles())
+
+
 def profile_vertices(landmarks: np.ndarray, yaw_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """The profiling mesh's vertices before and after turning the head by ``yaw_deg``.
 
@@ -127,8 +137,7 @@ def profile_vertices(landmarks: np.ndarray, yaw_deg: float) -> tuple[np.ndarray,
     if p.shape != (NUM_LANDMARKS, 3):
         raise ValueError(f"landmarks must be (478, 3), got {p.shape}")
     pivot = head_pivot(p)
-    oval = p[list(region_polygons()["face_oval"])]
-    width = float(np.ptp(oval[:, 0]))
+    oval, width = face_oval(p)
     centre = oval[:, :2].mean(0)
     source, turned = [p[:, :2]], [rotate_points(p, yaw_deg, pivot)]
     for scale, share, depth in ANCHOR_RINGS:
@@ -157,7 +166,7 @@ def source_map(source: np.ndarray, turned_xy: np.ndarray, depth: np.ndarray, siz
         triangle covers it), and ``on_face`` ``(size, size)`` bool: the pixel shows the face mesh
         (not an anchor ring, whose stretched texture is no skin to compare a render with).
     """
-    tri = torch.from_numpy(profiling_triangles())
+    tri = _triangles_tensor()
     lo, hi = float(depth.min()), float(depth.max())
     z = (depth - lo) / max(hi - lo, 1e-6) * 1.8 - 0.9  # inside the clip volume, near = small
     pos = np.concatenate([2.0 * turned_xy / size - 1.0, z[:, None], np.ones_like(z)[:, None]], 1)
