@@ -28,6 +28,7 @@ from facenet3d.landmarks.mean_face import generalized_procrustes
 from facenet3d.render.uv import UVRaster
 from train.build_face_model import albedo as alb
 from train.build_face_model import geometry as geo
+from train.build_face_model import separation as sep
 from train.build_face_model.mesh import RenderMesh, build_render_mesh
 from train.build_face_model.renders import write_model_card_images
 
@@ -104,35 +105,50 @@ class PhotoSet:
         return np.stack([self.cache[int(i)]["landmarks478"] for i in index]).astype(np.float64)
 
 
+@dataclass
+class GeometryMeshes:
+    """The near-frontal photos' MediaPipe meshes in the model frame, and their labels."""
+
+    shapes: np.ndarray  # (N, 468, 3) mm, model frame
+    poses: np.ndarray  # (N, 3) pose sines (geometry.head_pose_sines)
+    mirror: np.ndarray  # (468,) mirror vertex of each vertex
+    identity: np.ndarray  # (N,) int, -1 unknown
+    neutral: np.ndarray  # (N,) bool
+    train: np.ndarray  # (N,) bool: not held out
+
+    @classmethod
+    def from_photos(cls, photos: PhotoSet) -> GeometryMeshes:
+        # Large-pose crops (AFLW) give MediaPipe meshes dominated by its pose-dependent depth
+        # error; geometry comes from the near-frontal sets.
+        use = np.flatnonzero(photos.dataset != "aflw-crops")
+        raw = geo.mediapipe_to_model_frame(photos.landmarks(use))
+        aligned, mean = generalized_procrustes(raw, subset=np.arange(geo.NUM_MEDIAPIPE_VERTICES))
+        shapes, canonical, mirror = geo.to_canonical(aligned, mean)
+        return cls(shapes=shapes[:, : geo.NUM_MEDIAPIPE_VERTICES], poses=geo.head_pose_sines(raw, canonical),
+                   mirror=mirror[: geo.NUM_MEDIAPIPE_VERTICES], identity=photos.identity[use],
+                   neutral=photos.neutral[use], train=~photos.held_out[use])
+
+    def without_pose_distortion(self) -> np.ndarray:
+        """``(N, 468, 3)`` every mesh with the training meshes' pose-dependent distortion removed."""
+        phi = geo.pose_features(self.poses)
+        flat = self.shapes.reshape(len(self.shapes), -1)
+        coef, *_ = np.linalg.lstsq(phi[self.train], flat[self.train], rcond=None)
+        return (flat - phi[:, :-1] @ coef[:-1]).reshape(self.shapes.shape)
+
+
 def build_geometry(photos: PhotoSet, cfg: BuildConfig) -> tuple[geo.ShapeBases, dict]:
     """Identity/expression bases on the 468 MediaPipe vertices, plus their quality report."""
-    # Large-pose crops (AFLW) give MediaPipe meshes dominated by its pose-dependent depth
-    # error; geometry comes from the near-frontal sets.
-    use = np.flatnonzero(photos.dataset != "aflw-crops")
-    raw = geo.mediapipe_to_model_frame(photos.landmarks(use))
-    aligned, mean = generalized_procrustes(raw, subset=np.arange(geo.NUM_MEDIAPIPE_VERTICES))
-    shapes, canonical, mirror = geo.to_canonical(aligned, mean)
-    poses = geo.head_pose_sines(raw, canonical)
-    shapes = shapes[:, : geo.NUM_MEDIAPIPE_VERTICES]
-    pairs = mirror[: geo.NUM_MEDIAPIPE_VERTICES]
-    train = ~photos.held_out[use]
-    ids, neutral = photos.identity[use], photos.neutral[use]
-    bases = geo.build_shape_bases(shapes[train], ids[train], neutral[train], pairs, poses=poses[train],
-                                  identity_modes=cfg.identity_modes, expression_modes=cfg.expression_modes)
-    # Held-out meshes, with the training set's pose distortion removed.
-    phi = geo.pose_features(poses)
-    coef, *_ = np.linalg.lstsq(phi[train], shapes[train].reshape(train.sum(), -1), rcond=None)
-    clean = (shapes.reshape(len(shapes), -1) - phi[:, :-1] @ coef[:-1]).reshape(shapes.shape)
+    meshes = GeometryMeshes.from_photos(photos)
+    train, ids, neutral = meshes.train, meshes.identity, meshes.neutral
+    bases = geo.build_shape_bases(meshes.shapes[train], ids[train], neutral[train], meshes.mirror,
+                                  poses=meshes.poses[train], identity_modes=cfg.identity_modes,
+                                  expression_modes=cfg.expression_modes)
+    clean = meshes.without_pose_distortion()
     held = ~train
-    single = held & (photos.identity[use] < 0)
+    single = held & (ids < 0)
     counts = sorted({0, 5, 10, 20, cfg.identity_modes})
     gen = geo.generalisation_error(clean[single][:300], bases, counts)
-    deltas, neutral_means = geo.within_person_deviations(clean[held], photos.identity[use][held],
-                                                        photos.neutral[use][held])
-    ident = bases.identity.reshape(len(bases.identity), -1)
-    expr = bases.expression.reshape(len(bases.expression), -1)
-    id_vectors = neutral_means.reshape(len(neutral_means), -1) - bases.mean.reshape(-1)
-    ex_vectors = deltas.reshape(len(deltas), -1)
+    deltas, neutral_means = geo.within_person_deviations(clean[held], ids[held], neutral[held])
     report = {
         "photos_used": int(train.sum()),
         "photos_held_out": int(held.sum()),
@@ -147,9 +163,8 @@ def build_geometry(photos: PhotoSet, cfg: BuildConfig) -> tuple[geo.ShapeBases, 
         "pose_distortion_rms_mm": round(bases.pose_rms_mm, 3),
         "generalisation_rms_mm_by_identity_modes": {str(k): round(v, 3) for k, v in gen.items()},
         "separation": {
-            "identity_variation_attributed_to_expression": round(
-                1 - _attribution(id_vectors, ident, expr), 3),
-            "expression_variation_attributed_to_identity": round(_attribution(ex_vectors, ident, expr), 3),
+            **{k: round(v, 3) for k, v in sep.separation(
+                bases.identity, bases.expression, bases.mean, neutral_means, deltas).items()},
             "note": "joint least-squares fit (unit priors) of held-out people's neutral shapes and of "
                     "their within-person deviations; fraction of the fitted squared norm carried by the "
                     "other basis",
@@ -172,16 +187,6 @@ def _variation_rms(shapes: np.ndarray, ids: np.ndarray, neutral: np.ndarray) -> 
     return {"between_person": round(float(np.sqrt((m ** 2).sum(1).mean() / p)), 3),
             "within_person": round(float(np.sqrt((d ** 2).sum(1).mean() / p)), 3),
             "between_person_fraction_in_top15_within_pca": round(geo.subspace_fraction(m, vt[:15]), 3)}
-
-
-def _attribution(vectors: np.ndarray, identity: np.ndarray, expression: np.ndarray) -> float:
-    """Mean fraction of a joint fit's squared norm carried by the identity basis."""
-    g = np.concatenate([identity, expression])
-    coef = np.linalg.solve(g @ g.T + np.eye(len(g)), g @ vectors.T).T
-    k = len(identity)
-    pi, pe = coef[:, :k] @ identity, coef[:, k:] @ expression
-    ni, ne = (pi ** 2).sum(1), (pe ** 2).sum(1)
-    return float((ni / np.maximum(ni + ne, 1e-12)).mean())
 
 
 def _mouth_opening(bases: geo.ShapeBases) -> dict:

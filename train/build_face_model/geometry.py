@@ -150,6 +150,44 @@ def within_person_deviations(shapes: np.ndarray, identity_ids: np.ndarray, is_ne
     return np.concatenate(deltas), np.stack(means)
 
 
+@dataclass
+class ModeSplit:
+    """Identity and expression modes (rows, flattened shapes) and their between/within ratios."""
+
+    identity: np.ndarray  # (Ki, D), scaled to the between-person standard deviation
+    expression: np.ndarray  # (Ke, D), scaled to the within-person standard deviation
+    identity_ratio: np.ndarray  # (Ki,)
+    expression_ratio: np.ndarray  # (Ke,)
+
+
+def split_discriminant_modes(sub: np.ndarray, between: np.ndarray, within: np.ndarray, identity_modes: int,
+                             expression_modes: int) -> ModeSplit:
+    """Diagonalise between- and within-person covariances jointly and split the modes.
+
+    ``between v = r within v`` gives modes whose between/within variance ratio is ``r``: the
+    ``identity_modes`` with the highest ratio are the identity basis; of the rest, the
+    ``expression_modes`` with the largest within-person variance (mm^2) are the expression
+    basis, and the remainder (low-variance noise) is dropped.
+
+    Args:
+        sub: ``(K, D)`` orthonormal rows spanning the subspace the covariances live in.
+        between, within: ``(K, K)`` covariances in the coordinates of ``sub``.
+    """
+    import scipy.linalg
+
+    k = len(sub)
+    ratio, vecs = scipy.linalg.eigh(between, within + 1e-9 * np.trace(within) * np.eye(k))
+    modes = np.linalg.inv(vecs).T  # columns: within-variance 1 per unit coefficient
+    order = np.argsort(-ratio)
+    ratio = np.maximum(ratio, 1e-3)
+    id_idx, rest = order[:identity_modes], order[identity_modes:]
+    within_mm2 = ((sub.T @ modes[:, rest]) ** 2).sum(0)
+    ex_idx = rest[np.argsort(-within_mm2)[:expression_modes]]
+    return ModeSplit(identity=(sub.T @ (modes[:, id_idx] * np.sqrt(ratio[id_idx]))).T,
+                     expression=(sub.T @ modes[:, ex_idx]).T,
+                     identity_ratio=ratio[id_idx], expression_ratio=ratio[ex_idx])
+
+
 def build_shape_bases(
     shapes: np.ndarray,
     identity_ids: np.ndarray,
@@ -165,11 +203,8 @@ def build_shape_bases(
 
     Within the top ``subspace`` principal directions of all meshes, the total covariance ``C``
     and the within-person covariance ``W`` (from people photographed with several
-    expressions) are diagonalised jointly (``C v = mu W v``). Each resulting mode has a
-    between/within variance ratio ``mu - 1``: the ``identity_modes`` modes with the highest
-    ratio form the identity basis; of the rest, the ``expression_modes`` modes with the
-    largest within-person variance form the expression basis (the remainder, low-variance
-    noise, is dropped). Plain PCA would mix them: on MediaPipe
+    expressions) give the between-person covariance ``C - W``; the two are diagonalised
+    jointly and split by :func:`split_discriminant_modes`. Plain PCA would mix them: on MediaPipe
     geometry within-person variation (expression, pose, estimation noise) exceeds
     between-person variation in almost every principal direction.
 
@@ -182,8 +217,6 @@ def build_shape_bases(
             pose-dependent distortion is regressed out first.
         identity_modes, expression_modes: numbers of modes.
     """
-    import scipy.linalg
-
     n, p, _ = shapes.shape
     flat = shapes.reshape(n, -1)
     pose_rms = 0.0
@@ -203,15 +236,8 @@ def build_shape_bases(
     deltas = np.concatenate([deltas, mirror_shapes(deltas, mirror)]).reshape(len(deltas) * 2, -1)
     within = np.cov((deltas @ sub.T).T, bias=True)
     total = np.diag(sv[:k] ** 2 / (2 * n - 1))
-    mu, vecs = scipy.linalg.eigh(total, within + 1e-9 * np.trace(within) * np.eye(k))
-    modes = np.linalg.inv(vecs).T  # columns: within-variance 1 per unit coefficient
-    order = np.argsort(-mu)
-    ratio = np.maximum(mu - 1.0, 1e-3)  # between / within variance of each mode
-    id_idx, rest = order[:identity_modes], order[identity_modes:]
-    within_mm2 = ((sub.T @ modes[:, rest]) ** 2).sum(0)  # within-person variance of each mode
-    ex_idx = rest[np.argsort(-within_mm2)[:expression_modes]]
-    identity = (sub.T @ (modes[:, id_idx] * np.sqrt(ratio[id_idx]))).T  # between-person std
-    expression = (sub.T @ modes[:, ex_idx]).T  # within-person std
+    split = split_discriminant_modes(sub, total - within, within, identity_modes, expression_modes)
+    identity, expression = split.identity, split.expression
     # The mean carries the photos' average expression: move it to the neutral photos' mean
     # along the expression basis, so the mean face is neutral.
     labelled = (identity_ids >= 0) & is_neutral
@@ -221,11 +247,11 @@ def build_shape_bases(
         mean = mean + coef @ expression
     return ShapeBases(
         mean=mean.reshape(p, 3),
-        identity=identity.reshape(len(id_idx), p, 3),
+        identity=identity.reshape(-1, p, 3),
         expression=expression.reshape(-1, p, 3),
         pca_variance=sv ** 2 / (2 * n - 1),
-        identity_ratio=ratio[id_idx],
-        expression_ratio=ratio[ex_idx],
+        identity_ratio=split.identity_ratio,
+        expression_ratio=split.expression_ratio,
         pose_rms_mm=pose_rms,
         mirror=mirror,
     )
