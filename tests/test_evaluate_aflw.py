@@ -16,7 +16,9 @@ from facenet3d.evaluate.aflw2000 import (
     gt_box_crop,
     list_images,
     nme_68,
+    point_errors,
     read_annotation,
+    region_breakdown,
     summarise_nme,
     yaw_bin,
 )
@@ -77,6 +79,30 @@ def test_summary_is_the_mean_of_bin_means():
     assert s["all"] == pytest.approx(4.75)
     empty_bin = summarise_nme(nmes[:2], yaws[:2])
     assert empty_bin["yaw_30_60"] is None and empty_bin["mean"] is None
+
+
+def test_point_errors_and_region_breakdown():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(100, 200, (68, 2))
+    gt[30, 0] = gt[36:48, 0].mean() - 5.0  # the nose left of the eyes: the face looks image-left
+    w, h = gt.max(0) - gt.min(0)
+    norm = float(np.sqrt(w * h))
+    pred = gt.copy()
+    pred[0:17, 0] -= 0.1 * norm  # the jaw moved 10 % toward where the face looks
+    pred[36:42] += np.array([0.0, 0.04 * norm])  # the right eye 4 % down: no facing offset
+    errors, offsets = point_errors(pred, gt)
+    assert errors.mean() == pytest.approx(nme_68(pred, gt))
+    assert np.allclose(offsets[0:17], 0.1) and np.allclose(offsets[17:], 0.0)
+    # The same face mirrored looks image-right: the offsets keep their sign.
+    flip = np.array([-1.0, 1.0])
+    _, mirrored = point_errors(pred * flip, gt * flip)
+    assert np.allclose(mirrored, offsets)
+    table = region_breakdown(np.stack([errors, errors * 2]), np.stack([offsets, offsets]), np.array([10.0, 70.0]))
+    assert set(table["error"]) == {"yaw_0_30", "yaw_60_90"}
+    assert table["facing_offset"]["yaw_60_90"]["jaw"] == pytest.approx(10.0)
+    assert table["error"]["yaw_0_30"]["right_eye"] == pytest.approx(4.0)
+    assert table["error"]["yaw_60_90"]["right_eye"] == pytest.approx(8.0)
+    assert table["facing_offset"]["yaw_0_30"]["nostrils"] == pytest.approx(0.0)
 
 
 def test_gt_box_crop_is_a_whole_pixel_shift_centred_on_the_box():
