@@ -104,8 +104,11 @@ def separation_bound(meshes: np.ndarray, identity_ids: np.ndarray, is_neutral: n
     deltas, neutral_means = geo.within_person_deviations(meshes[held], identity_ids[held], is_neutral[held])
     flat = meshes[train].reshape(int(train.sum()), -1)
     _, _, vt = np.linalg.svd(flat - flat.mean(0), full_matrices=False)
-    labelled = np.unique(identity_ids[held & (identity_ids >= 0)])
-    per_person = float(np.mean([(held & is_neutral & (identity_ids == i)).sum() for i in labelled]))
+    # Neutral photos averaged per person, over the people within_person_deviations kept.
+    people = np.unique(identity_ids[held & (identity_ids >= 0)])
+    counts = [(held & is_neutral & (identity_ids == i)).sum() for i in people
+              if (held & (identity_ids == i)).sum() >= 2]
+    per_person = float(np.mean([c for c in counts if c > 0]))
     split = oracle_split(neutral_means, deltas, vt[:subspace], identity_modes, expression_modes, per_person)
     shape = (-1, *meshes.shape[1:])
     ident, expr = split.identity.reshape(shape), split.expression.reshape(shape)
