@@ -164,10 +164,11 @@ def build_geometry(photos: PhotoSet, cfg: BuildConfig) -> tuple[geo.ShapeBases, 
         "generalisation_rms_mm_by_identity_modes": {str(k): round(v, 3) for k, v in gen.items()},
         "separation": {
             **{k: round(v, 3) for k, v in sep.separation(
-                bases.identity, bases.expression, bases.mean, neutral_means, deltas).items()},
+                bases.identity, bases.expression, bases.mean, neutral_means, deltas,
+                sep.expression_deviations(clean[held], ids[held], neutral[held])).items()},
             "note": "joint least-squares fit (unit priors) of held-out people's neutral shapes and of "
-                    "their within-person deviations; fraction of the fitted squared norm carried by the "
-                    "other basis",
+                    "their within-person deviations (all photos, and the emotion-labelled ones only); "
+                    "fraction of the fitted squared norm carried by the other basis",
         },
         "mouth_opening_mm": _mouth_opening(bases),
         "variation_rms_mm": _variation_rms(clean[train], ids[train], neutral[train]),

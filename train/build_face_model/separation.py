@@ -41,7 +41,7 @@ def attribution(vectors: np.ndarray, identity: np.ndarray, expression: np.ndarra
 
 
 def separation(identity: np.ndarray, expression: np.ndarray, mean: np.ndarray, neutral_means: np.ndarray,
-               deltas: np.ndarray) -> dict[str, float]:
+               deltas: np.ndarray, emotional: np.ndarray | None = None) -> dict[str, float]:
     """Cross-attribution of held-out identity and expression variation.
 
     Args:
@@ -49,17 +49,25 @@ def separation(identity: np.ndarray, expression: np.ndarray, mean: np.ndarray, n
         mean: ``(P, 3)`` the model's mean shape.
         neutral_means: ``(Q, P, 3)`` each held-out person's mean neutral shape.
         deltas: ``(M, P, 3)`` held-out photos' deviations from their person's neutral mean.
+        emotional: optional ``(E, P, 3)`` the deviations of the emotion-labelled photos only
+            (:func:`expression_deviations`); ignored when empty.
 
     Returns:
         ``identity_variation_attributed_to_expression`` and
-        ``expression_variation_attributed_to_identity``, each in [0, 1] (0 = fully separated).
+        ``expression_variation_attributed_to_identity`` (plus
+        ``emotional_expression_attributed_to_identity`` when ``emotional`` is given), each in
+        [0, 1] (0 = fully separated).
     """
     ident, expr = identity.reshape(len(identity), -1), expression.reshape(len(expression), -1)
     id_vectors = neutral_means.reshape(len(neutral_means), -1) - mean.reshape(-1)
-    return {
+    out = {
         "identity_variation_attributed_to_expression": 1.0 - attribution(id_vectors, ident, expr),
         "expression_variation_attributed_to_identity": attribution(deltas.reshape(len(deltas), -1), ident, expr),
     }
+    if emotional is not None and len(emotional):
+        out["emotional_expression_attributed_to_identity"] = attribution(
+            emotional.reshape(len(emotional), -1), ident, expr)
+    return out
 
 
 def expression_deviations(shapes: np.ndarray, identity_ids: np.ndarray, is_neutral: np.ndarray) -> np.ndarray:
@@ -114,9 +122,7 @@ def separation_bound(meshes: np.ndarray, identity_ids: np.ndarray, is_neutral: n
     ident, expr = split.identity.reshape(shape), split.expression.reshape(shape)
     emotional = expression_deviations(meshes[held], identity_ids[held], is_neutral[held])
     return {
-        **separation(ident, expr, mean, neutral_means, deltas),
-        "emotional_expression_attributed_to_identity": attribution(
-            emotional.reshape(len(emotional), -1), split.identity, split.expression),
+        **separation(ident, expr, mean, neutral_means, deltas, emotional),
         "directions_between_exceeds_within": int((split.identity_ratio > 1).sum()),
         "held_out_people": len(neutral_means),
         "held_out_emotional_photos": len(emotional),
@@ -143,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     held = ~t
     deltas, neutral_means = geo.within_person_deviations(clean[held], ids[held], neutral[held])
     emotional = expression_deviations(clean[held], ids[held], neutral[held])
-    flat = (bases.identity.reshape(len(bases.identity), -1), bases.expression.reshape(len(bases.expression), -1))
-    built = {**separation(bases.identity, bases.expression, bases.mean, neutral_means, deltas),
-             "emotional_expression_attributed_to_identity": attribution(
-                 emotional.reshape(len(emotional), -1), *flat)}
+    built = separation(bases.identity, bases.expression, bases.mean, neutral_means, deltas, emotional)
     bound = separation_bound(clean, ids, neutral, t, bases.mean, a.identity_modes, a.expression_modes)
     rnd = {k: round(v, 3) if isinstance(v, float) else v for k, v in bound.items()}
     print(json.dumps({"built": {k: round(v, 3) for k, v in built.items()}, "oracle_bound": rnd}, indent=2))
