@@ -136,9 +136,8 @@ class GeometryMeshes:
         return (flat - phi[:, :-1] @ coef[:-1]).reshape(self.shapes.shape)
 
 
-def build_geometry(photos: PhotoSet, cfg: BuildConfig) -> tuple[geo.ShapeBases, dict]:
+def build_geometry(meshes: GeometryMeshes, cfg: BuildConfig) -> tuple[geo.ShapeBases, dict]:
     """Identity/expression bases on the 468 MediaPipe vertices, plus their quality report."""
-    meshes = GeometryMeshes.from_photos(photos)
     train, ids, neutral = meshes.train, meshes.identity, meshes.neutral
     bases = geo.build_shape_bases(meshes.shapes[train], ids[train], neutral[train], meshes.mirror,
                                   poses=meshes.poses[train], identity_modes=cfg.identity_modes,
@@ -303,7 +302,7 @@ def build(cfg: BuildConfig) -> Path:
     torch.manual_seed(cfg.seed)
     preprocess(cfg.photos, cfg.cache, workers=cfg.workers)
     photos = PhotoSet.from_cache(PhotoCache(cfg.cache), cfg)
-    bases, geo_report = build_geometry(photos, cfg)
+    bases, geo_report = build_geometry(GeometryMeshes.from_photos(photos), cfg)
     mesh = build_render_mesh(bases.mean)
     albedo_arrays, albedo_report = build_albedo(photos, mesh, cfg)
     t = cfg.albedo_size

@@ -131,7 +131,7 @@ def separation_bound(meshes: np.ndarray, identity_ids: np.ndarray, is_neutral: n
 
 def main(argv: list[str] | None = None) -> int:
     from facenet3d.landmarks.cache import PhotoCache
-    from train.build_face_model.build import BuildConfig, GeometryMeshes, PhotoSet
+    from train.build_face_model.build import BuildConfig, GeometryMeshes, PhotoSet, build_geometry
 
     p = argparse.ArgumentParser(prog="python -m train.build_face_model.separation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,19 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identity-modes", type=int, default=30)
     p.add_argument("--expression-modes", type=int, default=20)
     a = p.parse_args(argv)
-    cfg = BuildConfig(photos=[], output=a.cache / "unused.npz", cache=a.cache, seed=a.seed)
+    cfg = BuildConfig(photos=[], output=a.cache / "unused.npz", cache=a.cache, seed=a.seed,
+                      identity_modes=a.identity_modes, expression_modes=a.expression_modes)
     meshes = GeometryMeshes.from_photos(PhotoSet.from_cache(PhotoCache(a.cache), cfg))
-    t, ids, neutral = meshes.train, meshes.identity, meshes.neutral
-    bases = geo.build_shape_bases(meshes.shapes[t], ids[t], neutral[t], meshes.mirror, poses=meshes.poses[t],
-                                  identity_modes=a.identity_modes, expression_modes=a.expression_modes)
-    clean = meshes.without_pose_distortion()
-    held = ~t
-    deltas, neutral_means = geo.within_person_deviations(clean[held], ids[held], neutral[held])
-    emotional = expression_deviations(clean[held], ids[held], neutral[held])
-    built = separation(bases.identity, bases.expression, bases.mean, neutral_means, deltas, emotional)
-    bound = separation_bound(clean, ids, neutral, t, bases.mean, a.identity_modes, a.expression_modes)
+    # The built model's figures are the build report's own (the same function computes them).
+    bases, report = build_geometry(meshes, cfg)
+    built = {k: v for k, v in report["separation"].items() if k != "note"}
+    bound = separation_bound(meshes.without_pose_distortion(), meshes.identity, meshes.neutral, meshes.train,
+                             bases.mean, a.identity_modes, a.expression_modes)
     rnd = {k: round(v, 3) if isinstance(v, float) else v for k, v in bound.items()}
-    print(json.dumps({"built": {k: round(v, 3) for k, v in built.items()}, "oracle_bound": rnd}, indent=2))
+    print(json.dumps({"built": built, "oracle_bound": rnd}, indent=2))
     return 0
 
 
