@@ -13,6 +13,7 @@ import scipy.io
 from facenet3d.evaluate.aflw2000 import (
     AFLW_PIXEL_OFFSET,
     evaluate_aflw2000,
+    fit_to_truth,
     gt_box_crop,
     list_images,
     nme_68,
@@ -154,6 +155,30 @@ def test_real_image_end_to_end_with_mediapipe(one_real_image):
     assert abs(detect["nme_68"]["all"] - nme["all"]) < 1.0
     assert report["per_image"][0]["image"] == f"{REAL_IMAGE}.jpg"
     assert report["n_per_bin_annotated"] == {"yaw_0_30": 1, "yaw_30_60": 0, "yaw_60_90": 0}
+
+
+def test_fit_to_truth_keeps_its_own_points_and_approaches_the_truth(one_real_image):
+    from facenet3d.evaluate.methods import load_method
+    from facenet3d.landmarks.image_io import read_image
+
+    method = load_method("landmarks", weights="none")
+    ann = read_annotation(one_real_image / f"{REAL_IMAGE}.mat")
+    pred = method.run(read_image(one_real_image / f"{REAL_IMAGE}.jpg").pixels, reference_box=ann.box)
+    # Refitted to the points it already projects to, the face stays put (to a fraction of a
+    # pixel): the photo -> crop -> photo transforms are each other's inverse.
+    assert np.abs(fit_to_truth(method, pred.reconstruction, pred.landmarks68, "all") - pred.landmarks68).max() < 0.2
+    inner = fit_to_truth(method, pred.reconstruction, pred.landmarks68, "inner")
+    assert np.abs(inner - pred.landmarks68)[17:].max() < 0.3
+    plain = evaluate_aflw2000(method, one_real_image, progress=False)
+    both = {points: evaluate_aflw2000(method, one_real_image, progress=False, fit_truth=points)
+            for points in ("all", "inner")}
+    assert both["all"]["settings"]["fit_truth"] == "all" and plain["settings"]["fit_truth"] is None
+    # Fitted to the truth's 68 points the face matches them closer than MediaPipe's fit did; the
+    # inner-only fit is no closer than that on all 68 (its jaw is predicted, not fitted).
+    assert both["all"]["nme_68"]["all"] < 0.8 * plain["nme_68"]["all"]
+    assert both["all"]["nme_68"]["all"] <= both["inner"]["nme_68"]["all"] + 0.05
+    with pytest.raises(ValueError, match="fit_truth"):
+        evaluate_aflw2000(load_method("mediapipe"), one_real_image, progress=False, fit_truth="all")
 
 
 def test_a_broken_annotation_is_listed_not_fatal(one_real_image, tmp_path):

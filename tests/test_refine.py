@@ -96,6 +96,28 @@ def test_landmark_stage_recovers_pose_and_landmarks(model):
     assert (err * 3 < err_mean).all()
 
 
+def test_landmark_stage_leaves_out_points_of_zero_weight(model):
+    truth = known_params(model)
+    target = synthetic_target(model, truth)
+    true_jaw = target.landmarks68[:, :17].clone()
+    target.landmarks68[:, :17, 0] += 25.0  # a jaw contour 25 px off to one side
+    config = LandmarkStageConfig(iterations=150, dense_weight=0.0, depth_weight=0.0)
+    weights = torch.ones(68)
+    weights[:17] = 0.0
+    start = initial_params(model, target)
+
+    def jaw_error(params: FaceParams) -> torch.Tensor:
+        return (decode_face(model, params, crop_camera(224)).landmarks68[:, :17] - true_jaw).norm(dim=-1).mean(1)
+
+    left_out = jaw_error(fit_landmarks(model, target, config, start=start, weights68=weights))
+    pulled = jaw_error(fit_landmarks(model, target, config, start=start))
+    # Fitted to the inner points alone, the jaw lands near the face's own jaw (a few pixels: the
+    # inner points do not fix the whole identity); with the shifted points in the term it is
+    # dragged most of the 25 px toward them.
+    assert (left_out < 4.0).all(), left_out
+    assert (pulled > 15.0).all(), pulled
+
+
 def test_photometric_stage_lowers_error_and_recovers_light_direction(model, renderer):
     truth = known_params(model, seed=1)
     target = synthetic_target(model, truth)

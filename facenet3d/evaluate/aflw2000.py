@@ -34,6 +34,14 @@ Crops (``crop=``):
   context (its landmarks are markedly worse on tight crops), so the default is 2.
 
 Faces the detector misses are counted and listed, and left out of the NME.
+
+Fit to the truth (``fit_truth=``, not a method: it reads the labels): after the method, the
+face model is refitted to the ground-truth points themselves (:func:`fit_to_truth`), all 68 or
+the 51 inner ones, and that fit is scored. With ``"all"`` this is how close the face model and
+its landmark vertices can come to the benchmark's points at best; with ``"inner"`` the 17 jaw
+points are predicted from a face posed and shaped on the true inner points, so their error is
+where the model's jaw vertices sit against the benchmark's jaw (its contour convention, plus
+what the inner points do not say about the jaw).
 """
 
 from __future__ import annotations
@@ -42,11 +50,15 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facenet3d.evaluate.common import EvaluationDataError, ItemRun, environment, evenly_spaced
 from facenet3d.evaluate.methods import Method
+
+if TYPE_CHECKING:  # the api pulls in torch and the renderer
+    from facenet3d.api import FaceReconstruction
 
 #: Subtracted from the annotations' pixel coordinates (MATLAB's first pixel centre is 1, ours 0.5).
 AFLW_PIXEL_OFFSET = 0.5
@@ -54,6 +66,14 @@ AFLW_PIXEL_OFFSET = 0.5
 YAW_EDGES = (30.0, 60.0)
 YAW_BIN_NAMES = ("yaw_0_30", "yaw_30_60", "yaw_60_90")
 CROP_MODES = ("gt-box", "detect")
+#: iBUG-68 points each ``fit_truth`` option fits: all, or all but the 17 jaw-contour points.
+FIT_TRUTH_POINTS = {"all": np.arange(68), "inner": np.arange(17, 68)}
+#: Stage-A settings of :func:`fit_to_truth` (a :class:`~facenet3d.refine.config.LandmarkStageConfig`'s
+#: fields): the 68-point term alone, and coefficient priors so weak that they only keep the
+#: coefficients finite (the pipeline's own priors, balanced against 536 points, would hold a fit
+#: to 68 points back by several pixels: this is to measure what the face model can reach).
+FIT_TRUTH_STAGE = {"iterations": 200, "lr": 0.02, "dense_weight": 0.0, "depth_weight": 0.0,
+                   "identity_prior": 1e-5, "expression_prior": 1e-5}
 #: Side of the ``gt-box`` cut-out relative to the longer side of the ground-truth box.
 DEFAULT_BOX_SCALE = 2.0
 #: Peers' published figures (mean of the three bins, %).
@@ -235,8 +255,11 @@ def list_images(data_dir: str | Path) -> list[Path]:
 
 
 def predict_landmarks(method: Method, image_path: Path, annotation: AFLWAnnotation, crop: str = "gt-box",
-                      box_scale: float = DEFAULT_BOX_SCALE) -> np.ndarray:
+                      box_scale: float = DEFAULT_BOX_SCALE, fit_truth: str | None = None) -> np.ndarray:
     """The method's 68 points for the annotated face of one image, in photo pixels.
+
+    Args:
+        fit_truth: None, or ``"all"`` / ``"inner"``: return :func:`fit_to_truth`'s points instead.
 
     Raises:
         ImageReadError, NoFaceError: unreadable photo, or the face was not found.
@@ -248,16 +271,68 @@ def predict_landmarks(method: Method, image_path: Path, annotation: AFLWAnnotati
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
     photo = read_image(image_path).pixels
     box = annotation.box
-    if crop == "detect":
-        return method.run(photo, reference_box=box).landmarks68
-    forward, side = gt_box_crop(box, box_scale)
-    cut = warp_image(photo, forward, (side, side))
-    lm = method.run(cut, reference_box=transform_points(box.reshape(2, 2), forward).reshape(4)).landmarks68
+    forward = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    if crop == "gt-box":
+        forward, side = gt_box_crop(box, box_scale)
+        photo = warp_image(photo, forward, (side, side))
+    pred = method.run(photo, reference_box=transform_points(box.reshape(2, 2), forward).reshape(4))
+    lm = pred.landmarks68
+    if fit_truth is not None:
+        lm = fit_to_truth(method, pred.reconstruction, transform_points(annotation.landmarks68, forward), fit_truth)
     return transform_points(lm, invert_affine(forward)).astype(np.float64)
 
 
+def fit_to_truth(method: Method, reconstruction: FaceReconstruction | None, truth: np.ndarray,
+                 points: str = "all") -> np.ndarray:
+    """The method's face refitted to ground-truth 2D points: the face model's best match to them.
+
+    Stage A (:func:`~facenet3d.refine.fit_landmarks` with :data:`FIT_TRUTH_STAGE`) starts from
+    the method's parameters and fits the ground truth's points only: no MediaPipe points, no
+    depth term, nearly free coefficients. Uses the labels, so it is a bound, not a method.
+
+    Args:
+        method: the method that made ``reconstruction`` (its face model is refitted).
+        reconstruction: its :class:`~facenet3d.api.FaceReconstruction` of the image.
+        truth: ``(68, 2)`` ground truth in pixels of the image the method ran on.
+        points: ``"all"`` 68 points or ``"inner"`` (all but the jaw contour), see
+            :data:`FIT_TRUTH_POINTS`.
+
+    Returns:
+        ``(68, 2)`` the fitted model's 68 points in those pixels.
+
+    Raises:
+        ValueError: unknown ``points``, or a method without a face model (``mediapipe``).
+    """
+    import torch
+
+    from facenet3d.decode import crop_camera, decode_face
+    from facenet3d.landmarks.align import invert_affine, transform_points
+    from facenet3d.refine import FitTarget, fit_landmarks
+    from facenet3d.refine.config import LandmarkStageConfig
+
+    if points not in FIT_TRUTH_POINTS:
+        raise ValueError(f"points must be one of {tuple(FIT_TRUTH_POINTS)}, got {points!r}")
+    if reconstruction is None or method.reconstructor is None:
+        raise ValueError(f"method {method.name!r} has no face model to fit")
+    rec, size = method.reconstructor, reconstruction.crop_size
+    in_crop = transform_points(np.asarray(truth, np.float64), reconstruction.crop_forward)
+    # Only the 68-point term is used; the image, MediaPipe points and mask are placeholders.
+    target = FitTarget.from_arrays(np.zeros((size, size, 3), np.uint8), np.zeros((478, 3), np.float32),
+                                   in_crop.astype(np.float32), np.zeros((size, size), np.float32),
+                                   device=rec.device)
+    config = LandmarkStageConfig(**FIT_TRUTH_STAGE)
+    weights = torch.zeros(68, device=rec.device)
+    weights[torch.as_tensor(FIT_TRUTH_POINTS[points], device=rec.device)] = 1.0
+    params = fit_landmarks(rec.model, target, config, start=reconstruction.params, weights68=weights)
+    with torch.no_grad():
+        fitted = decode_face(rec.model, params, crop_camera(size, device=rec.device), landmarks_only=True)
+    lm = fitted.landmarks68[0].double().cpu().numpy()
+    return transform_points(lm, invert_affine(reconstruction.crop_forward))
+
+
 def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box", limit: int | None = None,
-                      box_scale: float = DEFAULT_BOX_SCALE, progress: bool = True) -> dict:
+                      box_scale: float = DEFAULT_BOX_SCALE, progress: bool = True,
+                      fit_truth: str | None = None) -> dict:
     """Run the AFLW2000-3D NME benchmark.
 
     Args:
@@ -267,6 +342,8 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
         limit: evaluate this many images, evenly spaced over the sorted list (None: all).
         box_scale: ``gt-box`` cut-out size (module docstring).
         progress: show a progress bar.
+        fit_truth: None, or ``"all"`` / ``"inner"``: score the face model refitted to the ground
+            truth's points (:func:`fit_to_truth`, a bound) instead of the method's own points.
 
     Returns:
         The report: ``{"nme_68": {...}, "by_region": {...}, "n_images", "n_failed", "failures",
@@ -275,6 +352,9 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
     """
     if crop not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    if fit_truth is not None and (fit_truth not in FIT_TRUTH_POINTS or not method.reconstructs):
+        raise ValueError(f"fit_truth must be one of {tuple(FIT_TRUTH_POINTS)} with a method that fits a face "
+                         f"model, got {fit_truth!r} with {method.name!r}")
     all_images = list_images(data_dir)
     images = evenly_spaced(all_images, limit)
 
@@ -289,11 +369,12 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
 
     def one(path: Path) -> tuple[float, float, np.ndarray, np.ndarray]:
         ann = annotations[path]
-        pred = predict_landmarks(method, path, ann, crop, box_scale)
+        pred = predict_landmarks(method, path, ann, crop, box_scale, fit_truth)
         return (nme_68(pred, ann.landmarks68), ann.yaw_deg, *point_errors(pred, ann.landmarks68))
 
     t0 = time.perf_counter()
-    done = runner.run(annotated, one, name=lambda p: p.name, progress=progress, desc=f"aflw2000 {method.name}")
+    done = runner.run(annotated, one, name=lambda p: p.name, progress=progress, desc=f"aflw2000 {method.name}"
+                      + (f" fit to truth ({fit_truth})" if fit_truth else ""))
     all_yaws = np.array([a.yaw_deg for a in annotations.values()])
     nmes = np.array([r[0] for _, r in done])
     yaws = np.array([r[1] for _, r in done])
@@ -314,7 +395,8 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
         "seconds_total": time.perf_counter() - t0,
         "published_nme_mean": PUBLISHED_NME,
         "settings": {**method.describe(), "data": str(Path(data_dir)), "crop": crop,
-                     "box_scale": box_scale if crop == "gt-box" else None,
+                     "box_scale": box_scale if crop == "gt-box" else None, "fit_truth": fit_truth,
+                     "fit_truth_stage": FIT_TRUTH_STAGE if fit_truth else None,
                      "limit": limit, "sampling": "all" if limit is None or limit >= len(all_images)
                      else f"{len(images)} of {len(all_images)} evenly spaced over the sorted file names",
                      "yaw_bins": "|yaw| <= 30, (30, 60], > 60 degrees (3DDFA's code)",

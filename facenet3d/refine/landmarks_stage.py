@@ -79,7 +79,8 @@ def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams |
 
 
 def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStageConfig,
-                  start: FaceParams | None = None, progress=None) -> FaceParams:
+                  start: FaceParams | None = None, progress=None,
+                  weights68: torch.Tensor | None = None) -> FaceParams:
     """Run stage A.
 
     Args:
@@ -89,6 +90,8 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
         start: initial parameters (e.g. :func:`initial_params`' or the regressor's); None: the
             mean face posed by :func:`initial_params`.
         progress: optional callable ``(step, loss)`` for progress reporting.
+        weights68: ``(68,)`` or ``(B, 68)`` weights of the 68 points in their term (default 1;
+            0 leaves a point out).
 
     Returns:
         Fitted parameters (identity, expression, rotation, translation changed; the others
@@ -110,7 +113,8 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
         params = FaceParams(identity, expression, init.albedo, rotation, translation * 100.0, init.sh,
                             init.specular, init.roughness)
         dec = decode_face(model, params, camera, landmarks_only=True)
-        loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target.landmarks68, normaliser=norm)
+        loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target.landmarks68, weights68,
+                                                                   normaliser=norm)
         if dec.landmarks_dense is not None and config.dense_weight > 0:
             n = dec.landmarks_dense.shape[1]
             loss = loss + config.dense_weight * landmark_loss(dec.landmarks_dense, dense_target[:, :n],
