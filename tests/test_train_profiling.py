@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -147,6 +148,7 @@ def test_turned_samples_are_well_formed_and_skip_the_teacher(photo_cache):
         moved = not np.allclose(s["landmarks68"].numpy(), plain, atol=1e-2)
         turned += moved
         assert bool(s["has_teacher"]) is not moved
+        assert bool(s["turn_deg"] != 0) is moved
         assert s["image"].shape == (3, 96, 96) and torch.isfinite(s["landmarks_dense"]).all()
         # The 68 labels are the dense ones' iBUG subset (both come from the turned landmarks).
         dense = np.concatenate([s["landmarks_dense"].numpy(), np.zeros((10, 2), np.float32)])
@@ -194,6 +196,32 @@ def test_turned_faces_are_cropped_as_the_pipeline_crops_a_photo(photo_cache, fro
     assert crop.shape == (160, 160, 3) and ((labels > 0) & (labels < 160)).all()
     blank = {**item, "crop": np.zeros_like(item["crop"])}
     assert by_detector._turned(blank, points, 50.0, m) is None
+
+
+def test_turned_error_tells_a_trained_regressor_from_an_untrained_one(photo_cache, tmp_path):
+    from facenet3d.facemodel import load_face_model
+    from facenet3d.network import create_regressor, load_regressor
+    from train.turned_error import landmark_errors, main, turning
+
+    model = load_face_model("default")
+    cache = PhotoCache(photo_cache)
+    items = [(0, i) for i in range(len(cache))]
+    plain = CachedFaceDataset([cache], items, 160, None)
+    turned = CachedFaceDataset([cache], items, 160, turning(60.0, 80.0))
+    trained = load_regressor("default", model)
+    untrained = create_regressor("resnet18", model)  # the mean face, facing the camera
+    assert landmark_errors(trained, model, plain, progress=False).shape == (len(cache), 3)
+    good = landmark_errors(trained, model, turned, turned_only=True, progress=False)
+    bad = landmark_errors(untrained, model, turned, turned_only=True, progress=False)
+    assert 1 <= len(good) == len(bad) <= len(cache)
+    # Turned 60-80 degrees, the shipped regressor follows the turned labels (all, inner, jaw);
+    # a frontal mean face misses them by several times as much.
+    assert (good.mean(0) < 8.0).all(), good.mean(0)
+    assert (bad.mean(0) > 2.5 * good.mean(0)).all(), (bad.mean(0), good.mean(0))
+    out = tmp_path / "turned.json"
+    assert main(["--cache", str(photo_cache), "--val-fraction", "1.0", "--n", "3", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["as_they_are"]["n"] == 3 and set(report["turned"]) == {"n", "all", "inner", "jaw"}
 
 
 def test_unknown_profile_crop_is_refused():

@@ -35,6 +35,7 @@ A sample (all ``torch`` tensors, ``S`` = crop size)::
     teacher          (D,) float32               distillation target (zeros without one)
     has_teacher      bool
     landmark_weight  float32                    1, or 0 where MediaPipe's landmarks are not trusted
+    turn_deg         float32                    yaw the face was turned by (``augment.profile``), 0 if not
 
 Distillation targets (``FaceDataModule(distill=...)``): an ``.npz`` with a ``source`` array
 (``(N,)`` str, the photo paths as in the cache manifest) and any of the
@@ -305,6 +306,7 @@ class CachedFaceDataset(Dataset):
             "teacher": torch.from_numpy(np.asarray(teacher, np.float32)),
             "has_teacher": has_teacher,
             "landmark_weight": torch.tensor(1.0 if trusted else 0.0),
+            "turn_deg": torch.tensor(float(turn) if turned is not None else 0.0),
         }
 
     def _turned(self, item: dict, points: np.ndarray, yaw: float, m: np.ndarray
