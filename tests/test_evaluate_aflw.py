@@ -158,7 +158,7 @@ def test_real_image_end_to_end_with_mediapipe(one_real_image):
 
 
 def test_fit_to_truth_keeps_its_own_points_and_approaches_the_truth(one_real_image):
-    from facenet3d.evaluate.methods import load_method
+    from facenet3d.evaluate.methods import MethodUnavailableError, load_method
     from facenet3d.landmarks.image_io import read_image
 
     method = load_method("landmarks", weights="none")
@@ -177,8 +177,10 @@ def test_fit_to_truth_keeps_its_own_points_and_approaches_the_truth(one_real_ima
     # inner-only fit is no closer than that on all 68 (its jaw is predicted, not fitted).
     assert both["all"]["nme_68"]["all"] < 0.8 * plain["nme_68"]["all"]
     assert both["all"]["nme_68"]["all"] <= both["inner"]["nme_68"]["all"] + 0.05
-    with pytest.raises(ValueError, match="fit_truth"):
+    with pytest.raises(MethodUnavailableError, match="fit_truth refits a face model"):
         evaluate_aflw2000(load_method("mediapipe"), one_real_image, progress=False, fit_truth="all")
+    with pytest.raises(ValueError, match="fit_truth"):
+        evaluate_aflw2000(method, one_real_image, progress=False, fit_truth="jaw")
 
 
 def test_a_broken_annotation_is_listed_not_fatal(one_real_image, tmp_path):

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facenet3d.evaluate.common import EvaluationDataError, ItemRun, environment, evenly_spaced
-from facenet3d.evaluate.methods import Method
+from facenet3d.evaluate.methods import Method, MethodUnavailableError
 
 if TYPE_CHECKING:  # the api pulls in torch and the renderer
     from facenet3d.api import FaceReconstruction
@@ -301,7 +301,8 @@ def fit_to_truth(method: Method, reconstruction: FaceReconstruction | None, trut
         ``(68, 2)`` the fitted model's 68 points in those pixels.
 
     Raises:
-        ValueError: unknown ``points``, or a method without a face model (``mediapipe``).
+        ValueError: unknown ``points``.
+        MethodUnavailableError: a method without a face model (``mediapipe``).
     """
     import torch
 
@@ -313,7 +314,7 @@ def fit_to_truth(method: Method, reconstruction: FaceReconstruction | None, trut
     if points not in FIT_TRUTH_POINTS:
         raise ValueError(f"points must be one of {tuple(FIT_TRUTH_POINTS)}, got {points!r}")
     if reconstruction is None or method.reconstructor is None:
-        raise ValueError(f"method {method.name!r} has no face model to fit")
+        raise MethodUnavailableError(f"fit_truth refits a face model, and method {method.name!r} has none")
     rec, size = method.reconstructor, reconstruction.crop_size
     in_crop = transform_points(np.asarray(truth, np.float64), reconstruction.crop_forward)
     # Only the 68-point term is used; the image, MediaPipe points and mask are placeholders.
@@ -349,12 +350,18 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
         The report: ``{"nme_68": {...}, "by_region": {...}, "n_images", "n_failed", "failures",
         "seconds_per_image", "settings", "per_image"}`` (NME in percent; failures excluded from it;
         ``by_region`` from :func:`region_breakdown`).
+
+    Raises:
+        ValueError: unknown ``crop`` or ``fit_truth``.
+        MethodUnavailableError: ``fit_truth`` with a method that has no face model (``mediapipe``).
+        EvaluationDataError: no annotated images in ``data_dir``.
     """
     if crop not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
-    if fit_truth is not None and (fit_truth not in FIT_TRUTH_POINTS or not method.reconstructs):
-        raise ValueError(f"fit_truth must be one of {tuple(FIT_TRUTH_POINTS)} with a method that fits a face "
-                         f"model, got {fit_truth!r} with {method.name!r}")
+    if fit_truth is not None and fit_truth not in FIT_TRUTH_POINTS:
+        raise ValueError(f"fit_truth must be one of {tuple(FIT_TRUTH_POINTS)}, got {fit_truth!r}")
+    if fit_truth is not None and not method.reconstructs:
+        raise MethodUnavailableError(f"fit_truth refits a face model, and method {method.name!r} has none")
     all_images = list_images(data_dir)
     images = evenly_spaced(all_images, limit)
 

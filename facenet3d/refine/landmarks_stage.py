@@ -114,7 +114,7 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
                             init.specular, init.roughness)
         dec = decode_face(model, params, camera, landmarks_only=True)
         loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target.landmarks68, weights68,
-                                                                   normaliser=norm)
+                                                         normaliser=norm)
         if dec.landmarks_dense is not None and config.dense_weight > 0:
             n = dec.landmarks_dense.shape[1]
             loss = loss + config.dense_weight * landmark_loss(dec.landmarks_dense, dense_target[:, :n],
