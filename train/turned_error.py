@@ -16,9 +16,7 @@ learnt from the synthetic turns from how much of it carries over to real profile
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,12 +25,14 @@ from tqdm import tqdm
 
 from facenet3d.decode import crop_camera, decode_face
 from facenet3d.evaluate.aflw2000 import point_errors
+from facenet3d.evaluate.common import write_report
 from facenet3d.facemodel import MorphableModel, load_face_model
-from facenet3d.network import FaceRegressor
+from facenet3d.landmarks.ibug68 import IBUG68_INNER, IBUG68_REGIONS
+from facenet3d.network import FaceRegressor, load_regressor
 from train.data import AugmentConfig, CachedFaceDataset, FaceDataModule
 
 #: The point sets scored: all 68, the 51 inner ones, the 17 jaw-contour points.
-POINT_SETS = {"all": slice(0, 68), "inner": slice(17, 68), "jaw": slice(0, 17)}
+POINT_SETS = {"all": slice(0, 68), "inner": IBUG68_INNER, "jaw": IBUG68_REGIONS["jaw"]}
 
 
 def turning(min_yaw: float, max_yaw: float) -> AugmentConfig:
@@ -76,8 +76,6 @@ def landmark_errors(regressor: FaceRegressor, model: MorphableModel, dataset: Ca
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facenet3d.network import load_regressor
-
     ap = argparse.ArgumentParser(prog="python -m train.turned_error", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", nargs="+", required=True, help="photo cache folder(s) of the training")
     ap.add_argument("--weights", default="default", help="regressor weights: a shipped name or a path")
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name.replace('_', ' '):12s} {len(e):4d} faces: NME all {report[name]['all']:.2f}  "
               f"inner {report[name]['inner']:.2f}  jaw {report[name]['jaw']:.2f} %")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        write_report(report, args.json)
     return 0
 
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from facenet3d.evaluate.common import EvaluationDataError, ItemRun, environment, evenly_spaced
 from facenet3d.evaluate.methods import Method, MethodUnavailableError
+from facenet3d.landmarks.ibug68 import IBUG68_INNER
 
 if TYPE_CHECKING:  # the api pulls in torch and the renderer
     from facenet3d.api import FaceReconstruction
@@ -67,7 +68,7 @@ YAW_EDGES = (30.0, 60.0)
 YAW_BIN_NAMES = ("yaw_0_30", "yaw_30_60", "yaw_60_90")
 CROP_MODES = ("gt-box", "detect")
 #: iBUG-68 points each ``fit_truth`` option fits: all, or all but the 17 jaw-contour points.
-FIT_TRUTH_POINTS = {"all": np.arange(68), "inner": np.arange(17, 68)}
+FIT_TRUTH_POINTS = {"all": slice(0, 68), "inner": IBUG68_INNER}
 #: Stage-A settings of :func:`fit_to_truth` (a :class:`~facenet3d.refine.config.LandmarkStageConfig`'s
 #: fields): the 68-point term alone, and coefficient priors so weak that they only keep the
 #: coefficients finite (the pipeline's own priors, balanced against 536 points, would hold a fit
@@ -323,7 +324,7 @@ def fit_to_truth(method: Method, reconstruction: FaceReconstruction | None, trut
                                    device=rec.device)
     config = LandmarkStageConfig(**FIT_TRUTH_STAGE)
     weights = torch.zeros(68, device=rec.device)
-    weights[torch.as_tensor(FIT_TRUTH_POINTS[points], device=rec.device)] = 1.0
+    weights[FIT_TRUTH_POINTS[points]] = 1.0
     params = fit_landmarks(rec.model, target, config, start=reconstruction.params, weights68=weights)
     with torch.no_grad():
         fitted = decode_face(rec.model, params, crop_camera(size, device=rec.device), landmarks_only=True)

@@ -55,6 +55,8 @@ IBUG68_REGIONS: dict[str, slice] = {
     "nose_bridge": slice(27, 31), "nostrils": slice(31, 36), "right_eye": slice(36, 42),
     "left_eye": slice(42, 48), "outer_lips": slice(48, 60), "inner_lips": slice(60, 68),
 }
+#: The 51 inner points: every region but the jaw contour (brows, nose, eyes, lips).
+IBUG68_INNER = slice(IBUG68_REGIONS["jaw"].stop, 68)
 
 #: iBUG-68 indices of the 5 points used by 5-point alignment: eye centres are the means of
 #: the eye contours; then nose tip, mouth corners.
