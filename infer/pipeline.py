@@ -24,6 +24,7 @@ from facenet3d.export.bundle import FaceResult
 from facenet3d.export.mesh import mesh_from_face_model
 from facenet3d.export.records import params_record
 from facenet3d.facemodel.arrays import FaceModelArrays
+from facenet3d.facemodel.uvmaps import upsample_maps_np
 from facenet3d.landmarks.detect import DetectedFace, FaceDetector
 from facenet3d.landmarks.image_io import LoadedImage
 from facenet3d.onnx.metadata import PARAM_OUTPUTS, OnnxModelInfo, face_model_fingerprint
@@ -136,7 +137,8 @@ class RuntimeFaceModel:
             if self._albedo_basis is None:
                 self._albedo_basis = a.albedo_basis.reshape(len(a.albedo_basis), -1).astype(np.float32)
             k = min(len(coefficients), len(self._albedo_basis))
-            albedo = albedo + (coefficients[:k] @ self._albedo_basis[:k]).reshape(albedo.shape)
+            offsets = (coefficients[:k] @ self._albedo_basis[:k]).reshape(a.albedo_basis.shape[1:])
+            albedo = albedo + upsample_maps_np(offsets, albedo.shape[:2])
         albedo = np.clip(albedo, 0.0, 1.0)
         scale = float(np.asarray(params["specular"]).reshape(-1)[0])
         specular = (np.clip(a.specular_mean * scale, 0.0, MAX_SPECULAR) if a.specular_mean is not None

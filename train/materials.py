@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from facenet3d.facemodel import MorphableModel
+from facenet3d.facemodel.uvmaps import upsample_maps
 from facenet3d.render.uv import UVRaster
 
 
@@ -84,8 +85,11 @@ def vertex_spaces(model: MorphableModel) -> tuple[LinearSpace, torch.Tensor | No
     if model.albedo_space == "vertex":
         return LinearSpace(model.albedo_mean, model.albedo_basis), model.specular_mean
     with torch.no_grad():
-        albedo = _split(sample_at_vertices(_stack_maps(model.albedo_mean, model.albedo_basis), model),
-                        model.albedo_basis is not None)
+        # The basis may be coarser than the mean: each is sampled at its own size.
+        mean = sample_at_vertices(_stack_maps(model.albedo_mean, None), model)[0]
+        basis = (None if model.albedo_basis is None
+                 else sample_at_vertices(model.albedo_basis.permute(0, 3, 1, 2), model))
+        albedo = LinearSpace(mean, basis)
         specular = None
         if model.specular_mean is not None:
             specular = sample_at_vertices(_stack_maps(model.specular_mean, None), model)[0]
@@ -98,7 +102,10 @@ def uv_spaces(model: MorphableModel, size: int) -> tuple[LinearSpace, torch.Tens
     if model.albedo_space != "uv":
         return None
     with torch.no_grad():
-        maps = _stack_maps(model.albedo_mean, model.albedo_basis)
+        maps = _stack_maps(model.albedo_mean, None)
+        if model.albedo_basis is not None:  # a coarser basis is brought to the mean's size first
+            basis = upsample_maps(model.albedo_basis, model.albedo_mean.shape[:2])
+            maps = torch.cat([maps, basis.permute(0, 3, 1, 2)])
         small = F.adaptive_avg_pool2d(maps, size).permute(0, 2, 3, 1).contiguous()
         mask = UVRaster.build(model.uvs.cpu(), model.uv_triangles.cpu(), size).covered.to(small.device)
     return _split(small, model.albedo_basis is not None), mask

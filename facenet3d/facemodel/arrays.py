@@ -42,7 +42,9 @@ class FaceModelArrays:
     uvs: np.ndarray | None = None  # (T, 2) in [0, 1], origin bottom-left (OBJ convention)
     uv_triangles: np.ndarray | None = None  # (F, 3) int indices into uvs
     albedo_mean: np.ndarray | None = None  # (H, W, 3) for "uv", (V, 3) for "vertex"; linear RGB
-    albedo_basis: np.ndarray | None = None  # (Ka, *albedo_mean.shape)
+    # (Ka, h, w, 3) for "uv" (h, w at most the mean's: a coarser basis is upsampled bilinearly,
+    # see :func:`facenet3d.facemodel.albedo.upsample_maps`), (Ka, V, 3) for "vertex".
+    albedo_basis: np.ndarray | None = None
     albedo_std: np.ndarray | None = None  # (Ka,)
     specular_mean: np.ndarray | None = None  # same space as albedo, (..., 3)
     specular_basis: np.ndarray | None = None  # (Ks, *specular_mean.shape)
@@ -50,6 +52,12 @@ class FaceModelArrays:
     roughness_mean: np.ndarray | None = None  # (..., 1) in the albedo space, or (1,)
     landmarks_mediapipe: np.ndarray | None = None  # (468,) vertex index of each MediaPipe point
     regions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (V,) bool
+    # Separate mesh parts that share the vertices but are not rendered (eyeballs, teeth, ...):
+    # name -> (Fp, 3) int triangles, counter-clockwise seen from outside.
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
+    # Named landmark conventions as points on the surface: name -> (vertex_index (N, 3) int,
+    # weights (N, 3) float summing to 1); point n = sum_k weights[n, k] * vertices[vertex_index[n, k]].
+    landmark_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     joint_regressor: np.ndarray | None = None  # (J, V)
     parents: np.ndarray | None = None  # (J,) int, -1 for the root
     skinning_weights: np.ndarray | None = None  # (V, J)
@@ -78,6 +86,13 @@ class FaceModelArrays:
                 a = a.reshape(a.shape[0], -1)
             h.update(str(tuple(a.shape)).encode())
             h.update(a.reshape(-1).view(np.uint8).data)
+        # Embeddings change what a regressor's landmark outputs mean; models without them keep
+        # the fingerprint they always had.
+        for name in sorted(self.landmark_embeddings):
+            index, weights = self.landmark_embeddings[name]
+            h.update(f"embedding:{name}".encode())
+            h.update(np.ascontiguousarray(index, np.int64).reshape(-1).view(np.uint8).data)
+            h.update(np.ascontiguousarray(weights, np.float32).reshape(-1).view(np.uint8).data)
         return h.hexdigest()
 
     def validate(self, source: str | None = None) -> None:
@@ -134,7 +149,14 @@ class FaceModelArrays:
                 fail("a UV albedo space needs uvs")
             check("albedo_mean", self.albedo_mean, space)
             if self.albedo_basis is not None:
-                check("albedo_basis", self.albedo_basis, (None, *self.albedo_mean.shape))
+                if self.albedo_space == "uv":
+                    check("albedo_basis", self.albedo_basis, (None, None, None, 3))
+                    if any(b > m for b, m in zip(self.albedo_basis.shape[1:3], self.albedo_mean.shape[:2],
+                                                 strict=True)):
+                        fail(f"albedo_basis maps {self.albedo_basis.shape[1:3]} are larger than the mean's "
+                             f"{self.albedo_mean.shape[:2]}")
+                else:
+                    check("albedo_basis", self.albedo_basis, (None, *self.albedo_mean.shape))
                 check("albedo_std", self.albedo_std, (self.albedo_basis.shape[0],))
             if self.specular_mean is not None:
                 check("specular_mean", self.specular_mean, self.albedo_mean.shape)
@@ -145,6 +167,17 @@ class FaceModelArrays:
         for name, mask in self.regions.items():
             if mask.shape != (v,):
                 fail(f"region {name!r} has shape {mask.shape}, expected ({v},)")
+        for name, tri in self.parts.items():
+            check(f"part {name!r}", tri, (None, 3), "i")
+            if tri.size and (tri.min() < 0 or tri.max() >= v):
+                fail(f"part {name!r} indexes a vertex outside 0..{v - 1}")
+        for name, (index, weights) in self.landmark_embeddings.items():
+            check(f"landmark embedding {name!r} index", index, (None, 3), "i")
+            check(f"landmark embedding {name!r} weights", weights, (index.shape[0], 3))
+            if index.size and (index.min() < 0 or index.max() >= v):
+                fail(f"landmark embedding {name!r} indexes a vertex outside 0..{v - 1}")
+            if weights.size and np.abs(weights.sum(1) - 1).max() > 1e-3:
+                fail(f"landmark embedding {name!r} has weights that do not sum to 1")
         if self.joint_regressor is not None:
             j = self.joint_regressor.shape[0]
             check("joint_regressor", self.joint_regressor, (j, v))

@@ -16,6 +16,7 @@ from torch import nn
 
 from facenet3d.facemodel.arrays import FORMAT_VERSION, FaceModelArrays  # noqa: F401  (re-exported)
 from facenet3d.facemodel.lbs import lbs
+from facenet3d.facemodel.uvmaps import upsample_maps
 from facenet3d.geometry import vertex_normals
 
 
@@ -67,6 +68,14 @@ class MorphableModel(nn.Module):
         buf("roughness_mean", arrays.roughness_mean)
         for name in self.region_names:
             buf(f"region_{name}", arrays.regions[name], torch.bool)
+        self.part_names: list[str] = sorted(arrays.parts)
+        for name in self.part_names:
+            buf(f"part_{name}", arrays.parts[name], torch.int64)
+        self.landmark_embedding_names: list[str] = sorted(arrays.landmark_embeddings)
+        for name in self.landmark_embedding_names:
+            index, weights = arrays.landmark_embeddings[name]
+            buf(f"embedding_{name}_index", index, torch.int64)
+            buf(f"embedding_{name}_weights", weights)
         buf("joint_regressor", arrays.joint_regressor)
         buf("parents", arrays.parents, torch.int64)
         buf("skinning_weights", arrays.skinning_weights)
@@ -106,6 +115,23 @@ class MorphableModel(nn.Module):
         if name not in self.region_names:
             raise KeyError(f"no region {name!r}; this model has {self.region_names}")
         return getattr(self, f"region_{name}")
+
+    def part(self, name: str) -> torch.Tensor:
+        """``(Fp, 3)`` triangles of a separate mesh part (e.g. ``"eyeball_left"``, ``"teeth"``)."""
+        if name not in self.part_names:
+            raise KeyError(f"no part {name!r}; this model has {self.part_names}")
+        return getattr(self, f"part_{name}")
+
+    def landmark_embedding(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 3)`` vertex indices and ``(N, 3)`` weights of a named landmark convention."""
+        if name not in self.landmark_embedding_names:
+            raise KeyError(f"no landmark embedding {name!r}; this model has {self.landmark_embedding_names}")
+        return getattr(self, f"embedding_{name}_index"), getattr(self, f"embedding_{name}_weights")
+
+    def landmark_points(self, vertices: torch.Tensor, name: str) -> torch.Tensor:
+        """``(B, V, 3)`` vertices -> ``(B, N, 3)`` points of the landmark convention ``name``."""
+        index, weights = self.landmark_embedding(name)
+        return (vertices[:, index] * weights[..., None].to(vertices)).sum(-2)
 
     # ------------------------------------------------------------------ decoding
     def _batch(self, *tensors: torch.Tensor | None) -> int:
@@ -194,13 +220,22 @@ class MorphableModel(nn.Module):
     def albedo(self, coefficients: torch.Tensor | None = None) -> torch.Tensor:
         """Diffuse albedo, linear RGB (not clamped).
 
+        A UV basis coarser than the mean is combined at its own size and upsampled bilinearly
+        (upsampling is linear, so this equals upsampling every mode first).
+
         Args:
             coefficients: ``(B, Ka)`` albedo coefficients, or None for the mean.
 
         Returns:
             ``(B, H, W, 3)`` UV maps for a UV albedo space, ``(B, V, 3)`` for a per-vertex one.
         """
-        return self._linear_space(self.albedo_mean, self.albedo_basis, "albedo", coefficients)
+        basis = self.albedo_basis
+        if basis is None or coefficients is None or basis.shape[1:] == self.albedo_mean.shape:
+            return self._linear_space(self.albedo_mean, basis, "albedo", coefficients)
+        k = basis.shape[0]
+        c = self._coefficients(coefficients, k, coefficients.shape[0], basis, "albedo")
+        offsets = (c @ basis.reshape(k, -1)).view(-1, *basis.shape[1:])
+        return self.albedo_mean + upsample_maps(offsets, self.albedo_mean.shape[:2])
 
     def specular(self, coefficients: torch.Tensor | None = None) -> torch.Tensor:
         """Specular albedo in the albedo space, ``(B, ..., 3)``; see :meth:`albedo`."""
@@ -234,6 +269,9 @@ class MorphableModel(nn.Module):
             roughness_mean=np_(self.roughness_mean),
             landmarks_mediapipe=np_(self.landmarks_mediapipe),
             regions={n: np_(self.region(n)) for n in self.region_names},
+            parts={n: np_(self.part(n)) for n in self.part_names},
+            landmark_embeddings={n: tuple(np_(t) for t in self.landmark_embedding(n))
+                                 for n in self.landmark_embedding_names},
             joint_regressor=np_(self.joint_regressor),
             parents=np_(self.parents),
             skinning_weights=np_(self.skinning_weights),

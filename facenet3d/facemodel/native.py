@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # reading arrays needs no torch (the torch-free runtime reads
 
 FORMAT_NAME = "facenet3d-face-model"
 _LISTS = ("expression_names", "joint_names")
-_SKIP = {"regions", "metadata", "albedo_space", *_LISTS}
+_SKIP = {"regions", "parts", "landmark_embeddings", "metadata", "albedo_space", *_LISTS}
 _FLOAT16_OK = {"albedo_basis", "specular_basis", "identity_basis", "expression_basis"}
 
 
@@ -58,6 +58,11 @@ def save_face_model(model: MorphableModel | FaceModelArrays, path: str | Path,
         payload[f.name] = value
     for name, mask in arrays.regions.items():
         payload[f"region__{name}"] = mask.astype(bool)
+    for name, tri in arrays.parts.items():
+        payload[f"part__{name}"] = tri.astype(np.int32)
+    for name, (index, weights) in arrays.landmark_embeddings.items():
+        payload[f"embedding__{name}__index"] = index.astype(np.int32)
+        payload[f"embedding__{name}__weights"] = weights.astype(np.float32)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -102,10 +107,15 @@ def read_face_model_arrays(path: str | Path) -> FaceModelArrays:
         raise FaceModelFormatError(path, f"units are {meta.get('units')!r}, expected 'mm'")
     known = {f.name for f in fields(FaceModelArrays)} - _SKIP
     kwargs: dict = {}
-    regions = {}
+    regions, parts, embeddings = {}, {}, {}
     for key, value in data.items():
         if key.startswith("region__"):
             regions[key[len("region__"):]] = value.astype(bool)
+        elif key.startswith("part__"):
+            parts[key[len("part__"):]] = value.astype(np.int64)
+        elif key.startswith("embedding__") and key.endswith(("__index", "__weights")):
+            name, _, what = key[len("embedding__"):].rpartition("__")
+            embeddings.setdefault(name, {})[what] = value
         elif key in known:
             kwargs[key] = value.astype(np.float32) if value.dtype.kind == "f" else value
         else:
@@ -113,7 +123,13 @@ def read_face_model_arrays(path: str | Path) -> FaceModelArrays:
     for required in ("mean_shape", "triangles", "identity_basis", "expression_basis", "landmarks68"):
         if required not in kwargs:
             raise FaceModelFormatError(path, f"missing entry {required!r}")
-    arrays = FaceModelArrays(**kwargs, regions=regions, albedo_space=meta.get("albedo_space", "none"),
+    for name, entry in embeddings.items():
+        if set(entry) != {"index", "weights"}:
+            raise FaceModelFormatError(path, f"landmark embedding {name!r} lacks its index or weights")
+    arrays = FaceModelArrays(**kwargs, regions=regions, parts=parts,
+                             landmark_embeddings={n: (e["index"].astype(np.int64), e["weights"].astype(np.float32))
+                                                  for n, e in embeddings.items()},
+                             albedo_space=meta.get("albedo_space", "none"),
                              metadata=meta.get("model", {}), **{k: meta.get(k, []) for k in _LISTS})
     arrays.validate(str(path))
     return arrays
