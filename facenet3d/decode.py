@@ -68,16 +68,20 @@ def decode_face(model: MorphableModel, params: FaceParams, camera: PinholeCamera
             dense ones.
     """
     lm68_idx = model.landmarks68.clamp_min(0)
-    dense_idx = model.landmarks_mediapipe
+    dense_rows = model.dense_landmark_rows()
     if landmarks_only:
+        dense_idx = None if dense_rows is None else dense_rows[0].reshape(-1)
         idx = lm68_idx if dense_idx is None else torch.cat([lm68_idx, dense_idx])
         verts = model.decode(identity=params.identity, expression=params.expression, vertex_indices=idx)
-        lm68_idx = torch.arange(len(lm68_idx), device=verts.device)
-        dense_idx = None if dense_idx is None else torch.arange(len(lm68_idx), len(idx), device=verts.device)
+        n68 = len(lm68_idx)
+        lm68_idx = torch.arange(n68, device=verts.device)
+        if dense_rows is not None:
+            dense_rows = (torch.arange(n68, len(idx), device=verts.device).view(dense_rows[0].shape), dense_rows[1])
     else:
         verts = model.decode(identity=params.identity, expression=params.expression)
     rot = rotation_6d_to_matrix(params.rotation)
     cam = apply_pose(verts, rot, params.translation)
     lm68 = camera.camera_to_pixel(cam[:, lm68_idx])
-    dense = None if dense_idx is None else camera.camera_to_pixel(cam[:, dense_idx])
+    # Weighted vertices first, projection after: a barycentric point of the posed surface.
+    dense = None if dense_rows is None else camera.camera_to_pixel(model.gather_points(cam, *dense_rows))
     return DecodedFace(verts, cam, rot, lm68, dense)

@@ -130,7 +130,28 @@ class MorphableModel(nn.Module):
 
     def landmark_points(self, vertices: torch.Tensor, name: str) -> torch.Tensor:
         """``(B, V, 3)`` vertices -> ``(B, N, 3)`` points of the landmark convention ``name``."""
-        index, weights = self.landmark_embedding(name)
+        return self.gather_points(vertices, *self.landmark_embedding(name))
+
+    #: Embedding of MediaPipe's face-mesh points, used for fitting when the model has it.
+    MEDIAPIPE_EMBEDDING = "mediapipe478"
+
+    def dense_landmark_rows(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The 468 MediaPipe mesh points: ``(468, 3)`` vertex indices and ``(468, 3)`` weights of
+        the ``mediapipe478`` surface embedding when the model has one, else the
+        ``landmarks_mediapipe`` vertices ``(468,)`` and None; None for a model with neither."""
+        if self.MEDIAPIPE_EMBEDDING in self.landmark_embedding_names:
+            index, weights = self.landmark_embedding(self.MEDIAPIPE_EMBEDDING)
+            return index[:468], weights[:468]
+        if self.landmarks_mediapipe is None:
+            return None
+        return self.landmarks_mediapipe, None
+
+    @staticmethod
+    def gather_points(vertices: torch.Tensor, index: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """``(B, V, 3)`` -> ``(B, N, 3)``: the vertices ``index (N,)``, or the weighted points of
+        ``index (N, 3)`` and ``weights (N, 3)``."""
+        if weights is None:
+            return vertices[:, index]
         return (vertices[:, index] * weights[..., None].to(vertices)).sum(-2)
 
     # ------------------------------------------------------------------ decoding

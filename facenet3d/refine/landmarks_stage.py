@@ -43,8 +43,9 @@ def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams |
     """Pose from a closed-form similarity fit of the shape to the MediaPipe points.
 
     Args:
-        model: the face model (needs ``landmarks_mediapipe``, else only the 68 points' 2D
-            positions fix the pose, with the face assumed frontal).
+        model: the face model (needs a MediaPipe correspondence,
+            :meth:`~facenet3d.facemodel.MorphableModel.dense_landmark_rows`, else only the 68
+            points' 2D positions fix the pose, with the face assumed frontal).
         target: the crops.
         start: parameters whose coefficients are kept (e.g. the regressor's); their pose is
             replaced. None: the mean face.
@@ -56,8 +57,9 @@ def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams |
     cam = crop_camera(size, device=device)
     f = cam.focal[0, 0]
     verts = model.decode(identity=params.identity, expression=params.expression)
-    if model.landmarks_mediapipe is not None:
-        src = verts[:, model.landmarks_mediapipe]
+    dense_rows = model.dense_landmark_rows()
+    if dense_rows is not None:
+        src = model.gather_points(verts, *dense_rows)
         dst = mediapipe_points_camera_like(target.landmarks478[:, : src.shape[1]])
         rot, scale = _umeyama(src, dst)
         centre_px = target.landmarks478[:, : src.shape[1], :2].mean(1)
