@@ -40,3 +40,18 @@ class UVRaster:
         (zero outside the charts)."""
         rast = self.rast.expand(attributes.shape[0], -1, -1, -1)
         return interpolate(attributes, rast, self.uv_triangles)
+
+    def sample_mesh_vertices(self, attributes: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+        """Interpolate per-*mesh*-vertex attributes ``(B, V, C)`` to every texel: ``(B, T, T, C)``.
+
+        ``triangles (F, 3)`` are the mesh triangles matching ``uv_triangles`` row by row; a UV
+        vertex takes the attributes of the mesh vertex it belongs to (seams split a mesh vertex
+        into several UV vertices with equal values).
+        """
+        triangles = torch.as_tensor(triangles, dtype=torch.int64, device=attributes.device)
+        uv_tri = self.uv_triangles.to(attributes.device)
+        num_uv = int(uv_tri.max()) + 1
+        per_uv = attributes.new_zeros(attributes.shape[0], num_uv, attributes.shape[2])
+        per_uv[:, uv_tri.reshape(-1)] = attributes[:, triangles.reshape(-1)]
+        return self.sample_vertices(per_uv)
+
