@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
-from facenet3d.facemodel import load_face_model  # noqa: E402
 from facenet3d.network import create_regressor  # noqa: E402
+from facenet3d.network.weights import face_model_for  # noqa: E402
 from facenet3d.onnx import FaceGraph, export_onnx  # noqa: E402
 
 SHARED = Path(os.environ.get("FACENET3D_SHARED", REPO.parent / "shared"))
@@ -144,7 +144,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     onnx_dir = args.onnx_dir or Path(tempfile.mkdtemp(prefix="facenet3d-onnx-"))
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    model = load_face_model("default")
+    model = face_model_for("default")
     print(f"threads={args.threads} load average at start: {os.getloadavg()[0]:.1f} (2 cores)")
     print("ms per face, wall-clock median (minimum) [median process CPU time]")
     print(f"{'variant':>12} {'crop':>4} {'onnx b1':>25} {'torch b1':>25} {'onnx b32':>25} {'torch b32':>25}")

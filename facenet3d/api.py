@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from facenet3d.landmarks.detect import DetectedFace, FaceDetector
 from facenet3d.landmarks.image_io import LoadedImage, read_image
 from facenet3d.params import FaceParams
 from facenet3d.reconstruct import REFINE_CHOICES  # noqa: F401  (re-exported)
-from facenet3d.refine import FitTarget, RefineConfig, load_refine_config
+from facenet3d.refine import FitTarget, RefineConfig, initial_params, load_refine_config
 from facenet3d.refine import refine as run_refinement
 from facenet3d.refine.maps_stage import FaceMaps, statistical_maps
 from facenet3d.render import Renderer, rotation_6d_to_matrix
@@ -55,15 +56,20 @@ class FaceReconstruction:
     crop_size: int
     refine: str
     seconds: dict[str, float] = field(default_factory=dict)
+    #: False when a face given by its box had no MediaPipe face: ``detected`` is then the mean
+    #: face placed in the box (score 0) and the result is the regressor's (or that mean face's)
+    #: as it is, unrefined.
+    landmarks_found: bool = True
 
-    def params_record(self, model_name: str = "") -> dict:
+    def params_record(self, model_name: str = "", expression_names: Sequence[str] = ()) -> dict:
         """The JSON-able ``params.json`` content (see :func:`facenet3d.export.records.params_record`)."""
         p = self.params
         return params_record({name: t[0].detach().cpu().numpy() for name, t in vars(p).items()},
                              rotation=self.rotation, translation=self.translation, camera=self.camera,
                              crop_size=self.crop_size, crop_forward=self.crop_forward,
                              detection_box=self.detected.box, detection_score=self.detected.score,
-                             refine=self.refine, seconds=self.seconds, model_name=model_name)
+                             refine=self.refine, seconds=self.seconds, model_name=model_name,
+                             expression_names=expression_names)
 
 
 class FaceReconstructor:
@@ -97,17 +103,25 @@ class FaceReconstructor:
         Args:
             weights: ``"default"``, ``"fast"`` or a ``.safetensors`` path; ``"none"`` for no
                 regressor.
-            model: face-model spec for :func:`~facenet3d.facemodel.load_face_model`.
+            model: face-model spec for :func:`~facenet3d.facemodel.load_face_model`;
+                ``"default"`` with a regressor is the face model its weights were trained for,
+                without one the shipped default head.
         """
         from facenet3d.network import PRETRAINED, load_regressor, pretrained_path
+        from facenet3d.network.weights import load_pretrained
 
-        face_model = load_face_model(model)
         regressor = None
         # A shipped name whose file is absent (a trimmed install) means "no regressor": refinement
         # then starts from the mean face. Anything else that fails to load is the user's error.
         absent = weights in PRETRAINED and not pretrained_path(weights).is_file()
-        if weights != "none" and not absent:
-            regressor = load_regressor(weights, face_model=face_model, device=device)
+        if weights != "none" and not absent and model == "default":
+            # "default" is the face model the regressor was trained for (the weights name it).
+            regressor, face_model = load_pretrained(weights, device=device)
+            model = str(regressor.info.face_model or model)
+        else:
+            face_model = load_face_model(model)
+            if weights != "none" and not absent:
+                regressor = load_regressor(weights, face_model=face_model, device=device)
         return cls(face_model, regressor, device=device, model_name=str(model), **kwargs)
 
     @property
@@ -122,7 +136,8 @@ class FaceReconstructor:
         return self._configs[refine]
 
     def reconstruct(self, image: str | os.PathLike | np.ndarray | LoadedImage, refine: str = "fast",
-                    max_faces: int | None = None) -> list[FaceReconstruction]:
+                    max_faces: int | None = None, face_box: np.ndarray | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> list[FaceReconstruction]:
         """Reconstruct every face of a photo, largest first.
 
         Args:
@@ -130,6 +145,15 @@ class FaceReconstructor:
             refine: ``"none"`` (regressor only), ``"fast"`` (A+B), ``"full"`` (A+B+C) or a
                 refinement YAML path.
             max_faces: reconstruct at most this many faces.
+            face_box: ``(4,)`` ``x0, y0, x1, y1`` photo px of one face's 68-point box, known from
+                elsewhere (a benchmark's protocol): that face alone is reconstructed, whether or
+                not the detector finds it. The detector's first face whose 68 points centre in
+                the box is aligned and refined as usual; without one, the crop is cut from the
+                box (:func:`~facenet3d.landmarks.align.box_alignment_matrix`) and refinement,
+                which needs MediaPipe's points, is skipped (``landmarks_found=False``, see
+                :class:`FaceReconstruction`).
+            progress: optional callable ``(stage, step, steps)`` told of every stage (``detect``,
+                ``regress``, then the refinement's ``landmarks``, ``photometric``, ``maps`` per step).
 
         Raises:
             ImageReadError: unreadable file.
@@ -139,14 +163,21 @@ class FaceReconstructor:
         if refine == "none" and self.regressor is None:
             raise ValueError("--refine none needs trained regressor weights, and none are installed; "
                              "use --refine fast or full (fitting from the mean face)")
+        if progress is not None:
+            progress("detect", 0, 1)
         t0 = time.perf_counter()
         loaded = read_image(image, max_side=MAX_DECODE_SIDE) if isinstance(image, (str, os.PathLike)) else image
         source = str(image) if isinstance(image, (str, os.PathLike)) else None
-        faces = self.detector.detect(loaded, source=source)
-        if not faces:
-            raise NoFaceError(source)
-        faces = faces[:max_faces] if max_faces else faces
-        crops = [face_crop_arrays(loaded, f, self.crop_size) for f in faces]
+        found = True
+        if face_box is not None:
+            face, found, forward = self._face_in_box(loaded, np.asarray(face_box, np.float64), source)
+            faces, crops = [face], [face_crop_arrays(loaded, face, self.crop_size, forward)]
+        else:
+            faces = self.detector.detect(loaded, source=source)
+            if not faces:
+                raise NoFaceError(source)
+            faces = faces[:max_faces] if max_faces else faces
+            crops = [face_crop_arrays(loaded, f, self.crop_size) for f in faces]
         t_detect = time.perf_counter() - t0
         target = FitTarget.from_arrays(np.stack([c["crop"] for c in crops]),
                                        np.stack([c["landmarks478"] for c in crops]),
@@ -155,22 +186,49 @@ class FaceReconstructor:
         start = None
         t1 = time.perf_counter()
         if self.regressor is not None:
+            if progress is not None:
+                progress("regress", 0, 1)
             with torch.no_grad():
                 start = self.regressor.predict(target.image)
         t_regress = time.perf_counter() - t1
-        if refine == "none":
-            params, maps, seconds = start, None, {}
+        if refine == "none" or not found:
+            # Without MediaPipe's points there is nothing to refine against: the start as it is.
+            params, maps, seconds = (start if start is not None else initial_params(self.model, target)), None, {}
             if self.model.albedo_space == "uv":
                 maps = statistical_maps(self.model, params)
         else:
-            result = run_refinement(self.model, target, self.config(refine), start=start, renderer=self.renderer)
+            result = run_refinement(self.model, target, self.config(refine), start=start, renderer=self.renderer,
+                                    progress=progress)
             params, maps, seconds = result.params, result.maps, result.seconds
         seconds = {"detect_align": t_detect, "regress": t_regress, **seconds}
         if isinstance(loaded, LoadedImage):
             hw = (loaded.original_size[1], loaded.original_size[0])
         else:
             hw = tuple(np.asarray(loaded).shape[:2])
-        return [self._assemble(i, params, maps, faces[i], crops[i], refine, seconds, hw) for i in range(len(faces))]
+        out = [self._assemble(i, params, maps, faces[i], crops[i], refine, seconds, hw) for i in range(len(faces))]
+        out[0].landmarks_found = found
+        return out
+
+    def _face_in_box(self, loaded, box: np.ndarray, source: str | None
+                     ) -> tuple[DetectedFace, bool, np.ndarray | None]:
+        """``(face, found, forward)`` for :meth:`reconstruct`'s ``face_box``: the detected face whose
+        68 points centre in the box (aligned by its landmarks: ``forward`` None), else the mean
+        face placed in the box's crop (score 0) with that crop's ``forward``.
+
+        The landmark alignment is kept where there is one: the regressor was trained on it, and a
+        box-only crop (no roll, another framing) doubles its error on near-frontal faces.
+        """
+        from facenet3d.landmarks.align import box_alignment_matrix, invert_affine
+
+        try:
+            for face in self.detector.detect(loaded, source=source):
+                cx, cy = face.landmarks68.mean(0)
+                if box[0] <= cx <= box[2] and box[1] <= cy <= box[3]:
+                    return face, True, None
+        except NoFaceError:
+            pass
+        forward = box_alignment_matrix(box, self.crop_size)
+        return canonical_face(self.crop_size).transformed(invert_affine(forward)), False, forward
 
     def _assemble(self, i: int, params: FaceParams, maps: FaceMaps | None, face: DetectedFace, crop: dict,
                   refine_name: str, seconds: dict, hw: tuple[int, int]) -> FaceReconstruction:
@@ -192,6 +250,18 @@ class FaceReconstructor:
             camera=ImageCamera(focal, principal, (h, w)), landmarks68_image=lm_img, landmarks68_mesh=lm_mesh,
             detected=face, crop_forward=crop["forward"], crop_size=self.crop_size, refine=refine_name,
             seconds=dict(seconds))
+
+
+def canonical_face(size: int) -> DetectedFace:
+    """The mean MediaPipe face (478 points) where the canonical template puts it in a ``size`` crop, score 0."""
+    from facenet3d.landmarks.align import canonical_template, estimate_similarity
+    from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE
+    from facenet3d.landmarks.mean_face import mean_face
+
+    mean = mean_face().astype(np.float64) * np.array([1.0, -1.0, -1.0])  # model (+y up, +z out) -> image axes
+    face = DetectedFace(mean.astype(np.float32), mean[IBUG68_FROM_MEDIAPIPE, :2].astype(np.float32),
+                        np.zeros(4, np.float32), 0.0)
+    return face.transformed(estimate_similarity(mean[IBUG68_FROM_MEDIAPIPE, :2], canonical_template(size)))
 
 
 def default_output_dir(out: str | Path, image_path: str | Path) -> Path:

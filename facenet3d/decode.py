@@ -53,6 +53,8 @@ class DecodedFace:
     rotation: torch.Tensor
     landmarks68: torch.Tensor
     landmarks_dense: torch.Tensor | None
+    #: ``(B, L, 3)`` mm, camera frame: the dense points before projection (None as above).
+    landmarks_dense_camera: torch.Tensor | None = None
 
 
 def decode_face(model: MorphableModel, params: FaceParams, camera: PinholeCamera,
@@ -83,5 +85,16 @@ def decode_face(model: MorphableModel, params: FaceParams, camera: PinholeCamera
     cam = apply_pose(verts, rot, params.translation)
     lm68 = camera.camera_to_pixel(cam[:, lm68_idx])
     # Weighted vertices first, projection after: a barycentric point of the posed surface.
-    dense = None if dense_rows is None else camera.camera_to_pixel(model.gather_points(cam, *dense_rows))
-    return DecodedFace(verts, cam, rot, lm68, dense)
+    dense_cam = None if dense_rows is None else model.gather_points(cam, *dense_rows)
+    dense = None if dense_cam is None else camera.camera_to_pixel(dense_cam)
+    return DecodedFace(verts, cam, rot, lm68, dense, dense_cam)
+
+
+def project_embedding(model: MorphableModel, vertices_camera: torch.Tensor, camera: PinholeCamera,
+                      name: str) -> torch.Tensor:
+    """``(B, V, 3)`` camera-frame vertices (mm) -> ``(B, N, 2)`` px: the points of the model's landmark
+    embedding ``name`` (e.g. ``"ibug68_3ddfa"``, ``"aflw21"``), projected.
+
+    Barycentric points are taken on the posed surface (a rigid pose keeps barycentric weights).
+    """
+    return camera.camera_to_pixel(model.landmark_points(vertices_camera, name))

@@ -3,7 +3,9 @@
 Photos and folders of photos give ``OUT/<photo stem>/`` exactly as ``facenet3d reconstruct``
 writes it (``--refine none``); video files (and folders of frames with ``--video``) give
 ``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`infer.video`). Exit status 0
-when everything worked, 1 when some input failed (the others are written), 2 for usage errors.
+when everything worked, 1 when some input failed (the others are written; ``OUT/failures.json``
+lists them), 2 for usage errors (and an output folder that cannot be written), 130 / 143 when
+stopped by SIGINT / SIGTERM (finished results are kept; the same command resumes).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="the face model's .npz (default: the shipped model)")
     p.add_argument("--batch-size", type=int, default=32, help="crops per graph run (default: 32)")
     p.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output folder exists "
-                                                            "(default: skip them, so a run can resume)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo photos done with the same graph and settings, and videos whose folder exists "
+                        "(default: skip them, so a run resumes)")
     p.add_argument("--quiet", action="store_true", help="no per-photo lines or progress bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the start-up messages of MediaPipe / TensorFlow Lite (hidden by default)")
     v = p.add_argument_group("video")
     v.add_argument("--video", action="store_true", help="treat folders as the frames of one video each")
     v.add_argument("--fps", type=float, default=None, help="frame rate of frame folders (default: 30)")
@@ -57,59 +62,69 @@ def add_runtime_options(p: argparse.ArgumentParser, onnx_required: bool = True) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
+    from facenet3d.batch import (
+        INTERRUPTED_STATUS,
+        Interrupted,
+        OutputFolderError,
+        check_output_folder,
+        collect_inputs,
+        log,
+        quiet_detector,
+        stop_on_signals,
+        write_failures,
+    )
     from facenet3d.errors import Facenet3DError
-    from facenet3d.landmarks.cache import CacheUsageError, collect_photos
     from facenet3d.landmarks.detect import FaceDetector
-    from infer.batch import log, reconstruct_photos
+    from infer.batch import reconstruct_photos
     from infer.pipeline import RuntimeFaceModel
     from infer.session import RegressorSession
     from infer.video import PoseSmoother, is_video, reconstruct_video
 
     videos = [Path(i) for i in args.inputs if is_video(i) or (getattr(args, "video", False) and Path(i).is_dir())]
     others = [i for i in args.inputs if Path(i) not in videos]
+    photos, failures = collect_inputs(others)
+    out = Path(args.output)
     try:
-        photos = collect_photos(others) if others else []
-    except CacheUsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for v in videos:
-        if not v.exists():
-            print(f"error: {v}: no such file or folder", file=sys.stderr)
-            return 2
-    try:
+        check_output_folder(out)  # before any work
         session = RegressorSession(args.onnx, threads=args.threads, provider=args.provider)
         model = RuntimeFaceModel.load(args.model, session.info)
-    except (Facenet3DError, ValueError) as e:
+    except (OutputFolderError, Facenet3DError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.output)
-    failed = 0
-    if photos:
-        report = reconstruct_photos(photos, out, session, model, FaceDetector(), batch_size=args.batch_size,
-                                    max_faces=args.max_faces, overwrite=args.overwrite, quiet=args.quiet)
-        failed += len(report.failures)
-        rate = report.faces / report.seconds if report.seconds and report.faces else 0.0
-        print(f"{len(report.written)} of {len(photos)} photos reconstructed into {out}"
-              + (f"; {len(report.skipped)} already done" if report.skipped else "")
-              + (f"; {len(report.failures)} failed (listed in {out / 'failures.json'})" if report.failures else "")
-              + (f"; {rate:.1f} faces/s" if rate else ""))
+    verbose = getattr(args, "verbose", False)
+    if photos or failures:
+        report = reconstruct_photos(photos, out, session, model, quiet_detector(FaceDetector(), verbose),
+                                    batch_size=args.batch_size, max_faces=args.max_faces, overwrite=args.overwrite,
+                                    quiet=args.quiet, failures=failures)
+        print(report.summary(out))
+        if report.interrupted:
+            return report.exit_status()
+        failures = report.failures
     if videos:
-        detector = FaceDetector(max_faces=1)
+        detector = quiet_detector(FaceDetector(max_faces=1), verbose)
         smoother_args = dict(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta, enabled=not args.no_smooth)
-        for v in videos:
-            if (out / v.stem).is_dir() and not args.overwrite:
-                log(f"{v}: {out / v.stem} exists, skipped", args.quiet)
-                continue
-            try:
-                r = reconstruct_video(v, out, session, model, detector, batch_size=min(args.batch_size, 16),
-                                      smoother=PoseSmoother(**smoother_args), meshes=args.frame_meshes,
-                                      overlay=not args.no_overlay_video, fps=args.fps, quiet=args.quiet)
-            except (Facenet3DError, OSError) as e:
-                failed += 1
-                print(f"failed: {e}", file=sys.stderr)
-                continue
-            print(f"{v} -> {r.folder}: {r.frames} frames, {r.faces} with a face ({r.frames / r.seconds:.1f} frames/s)")
-    return 1 if failed else 0
+        try:
+            with stop_on_signals():
+                for v in videos:
+                    if (out / v.stem).is_dir() and not args.overwrite:
+                        log(f"{v}: {out / v.stem} exists, skipped", args.quiet)
+                        continue
+                    try:
+                        r = reconstruct_video(v, out, session, model, detector, batch_size=min(args.batch_size, 16),
+                                              smoother=PoseSmoother(**smoother_args), meshes=args.frame_meshes,
+                                              overlay=not args.no_overlay_video, fps=args.fps, quiet=args.quiet)
+                    except (Facenet3DError, OSError) as e:
+                        failures.append((v, str(e)))
+                        print(f"failed: {e}", file=sys.stderr)
+                        continue
+                    print(f"{v} -> {r.folder}: {r.frames} frames, {r.faces} with a face "
+                          f"({r.frames / r.seconds:.1f} frames/s)" + (f"; {r.overlay_note}" if r.overlay_note else ""))
+        except Interrupted as e:
+            print(f"interrupted ({e}): finished videos kept, the one in progress dropped", file=sys.stderr)
+            return INTERRUPTED_STATUS.get(e.signum, 130)
+        finally:
+            write_failures(out, failures)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

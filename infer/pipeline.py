@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,11 +73,13 @@ class RuntimeFaceModel:
             WeightsError: it is not the face model ``info``'s graph was exported with.
         """
         from facenet3d.facemodel.native import read_face_model_arrays
-        from facenet3d.facemodel.registry import default_model_path
+        from facenet3d.facemodel.registry import default_model_path, shipped_model_path
 
         spec = str(spec)
         if spec == "default":
-            path = default_model_path()
+            # The graph's own face model when it is shipped (a regressor is tied to its model).
+            named = shipped_model_path(info.face_model) if info is not None and info.face_model else None
+            path = named if named is not None and named.is_file() else default_model_path()
         elif ":" in spec and len(spec.partition(":")[0]) > 1:
             raise FaceModelFormatError(spec, "the torch-free runtime reads native .npz face models only; "
                                              "convert this one with `facenet3d convert-face-model`")
@@ -228,12 +231,13 @@ class PhotoFace:
     crop_size: int
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def params_record(self, model_name: str = "") -> dict:
+    def params_record(self, model_name: str = "", expression_names: Sequence[str] = ()) -> dict:
         """``params.json`` content (the torch path's, with ``refine = "none"``)."""
         return params_record(self.params, rotation=self.rotation, translation=self.translation, camera=self.camera,
                              crop_size=self.crop_size, crop_forward=self.face.forward,
                              detection_box=self.face.detected.box, detection_score=self.face.detected.score,
-                             refine="none", seconds=self.seconds, model_name=model_name)
+                             refine="none", seconds=self.seconds, model_name=model_name,
+                             expression_names=expression_names)
 
 
 def place_faces(outputs: dict[str, np.ndarray], faces: list[FaceCrop], model: RuntimeFaceModel,
@@ -266,19 +270,27 @@ def place_faces(outputs: dict[str, np.ndarray], faces: list[FaceCrop], model: Ru
     return out
 
 
-def face_result(face: PhotoFace, model: RuntimeFaceModel, photo: np.ndarray) -> FaceResult:
+def face_result(face: PhotoFace, model: RuntimeFaceModel, photo: LoadedImage | np.ndarray) -> FaceResult:
     """Everything written for one face (the layout of :func:`facenet3d.reconstruct.face_result`).
 
     Args:
         face: the reconstruction.
         model: the face model.
-        photo: ``(H, W, 3)`` uint8 RGB, the upright photo at full size (for the overlay).
+        photo: the upright photo, decoded at any reduction (a :class:`LoadedImage`) or an
+            ``(H, W, 3)`` uint8 RGB array at full size; the overlay is drawn at
+            :func:`facenet3d.overlay.overlay_photo`'s bounded size.
     """
-    mesh = mesh_from_face_model(model.arrays, face.vertices, **model.texture_maps(face.params))
+    from facenet3d.overlay import overlay_photo
+
+    mesh = mesh_from_face_model(model.arrays, face.vertices, expression=face.params["expression"],
+                                **model.texture_maps(face.params))
+    pixels, scale = overlay_photo(photo)
     overlay = crop_overlay(face.vertices_crop, model.triangles, face.vertex_albedo, face.params["sh"],
-                           face.face.forward, face.crop_size, photo)
-    return FaceResult(mesh=mesh, params=face.params_record(model.name), landmarks_image_px=face.landmarks68_image,
-                      landmarks_mesh_mm=face.landmarks68_mesh, overlay=overlay)
+                           face.face.forward, face.crop_size, pixels, scale, face.landmarks68_image,
+                           face.face.detected.landmarks68)
+    return FaceResult(mesh=mesh, params=face.params_record(model.name, model.arrays.expression_names),
+                      landmarks_image_px=face.landmarks68_image, landmarks_mesh_mm=face.landmarks68_mesh,
+                      overlay=overlay)
 
 
 def reconstruct_image(image: LoadedImage, session, model: RuntimeFaceModel, detector: FaceDetector,

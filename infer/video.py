@@ -9,7 +9,9 @@ fast motion is followed without lag). ``OUT/<video stem>/`` gets::
     frames.jsonl   one line per frame: {"frame", "time_s", "face": true/false, the params.json
                    fields with smoothed pose, camera and expression, "landmarks68_image_px",
                    "raw": the unsmoothed pose}
-    overlay.mp4    the reconstruction over every frame (mp4v; overlay.avi with MJPG as fallback)
+    overlay.*      the reconstruction over every frame: H.264 .mp4 where OpenCV can encode it, else
+                   VP8 .webm (browsers play both), else mp4v .mp4 / MJPG .avi (:data:`VIDEO_CODECS`)
+    video.json     frames, frames with a face, fps, and the overlay's file, codec and fallback note
     meshes/        frame_<n>.ply|obj|glb per frame with a face (optional): model frame, smoothed
                    expression, vertex albedo
 
@@ -195,28 +197,47 @@ def frame_source(source: str | Path, fps: float | None = None) -> tuple[Iterator
     return read_video(), rate
 
 
+#: Overlay video encodings, most wanted first: ``(file name, fourcc, codec name, browsers play it)``.
+#: OpenCV's pip wheels carry no H.264 encoder (its FFmpeg is built without x264/OpenH264), so the
+#: usual outcome is VP8 in WebM: Chrome, Firefox, Edge and Safari (14.1+) play it, QuickTime does
+#: not. VP9 would be smaller but encodes about 5x slower through OpenCV.
+VIDEO_CODECS = (("overlay.mp4", "avc1", "H.264", True), ("overlay.webm", "VP80", "VP8", True),
+                ("overlay.mp4", "mp4v", "MPEG-4 Part 2", False), ("overlay.avi", "MJPG", "Motion JPEG", False))
+
+
 class _OverlayWriter:
-    """``overlay.mp4`` (mp4v), or ``overlay.avi`` (MJPG) where the mp4v encoder is missing."""
+    """The overlay video in the first encoding of :data:`VIDEO_CODECS` OpenCV can write."""
 
     def __init__(self, folder: Path, fps: float):
         self.folder, self.fps = folder, fps
         self.writer = None
         self.path: Path | None = None
+        self.codec = ""
+        self.note = ""
 
     def write(self, rgb: np.ndarray) -> None:
         import cv2
 
+        from facenet3d.batch import native_stderr_silenced
+
         if self.writer is None:
             h, w = rgb.shape[:2]
-            for name, codec in (("overlay.mp4", "mp4v"), ("overlay.avi", "MJPG")):
-                writer = cv2.VideoWriter(str(self.folder / name), cv2.VideoWriter_fourcc(*codec), self.fps, (w, h))
+            for name, fourcc, codec, playable in VIDEO_CODECS:
+                # A missing encoder is reported by FFmpeg on fd 2, once per try: that is our message to give.
+                with native_stderr_silenced():
+                    writer = cv2.VideoWriter(str(self.folder / name), cv2.VideoWriter_fourcc(*fourcc), self.fps,
+                                             (w, h))
                 if writer.isOpened():
-                    self.writer, self.path = writer, self.folder / name
+                    self.writer, self.path, self.codec = writer, self.folder / name, codec
+                    if codec != VIDEO_CODECS[0][2]:
+                        self.note = (f"no H.264 encoder in this OpenCV build; wrote {codec} ({name})"
+                                     + ("" if playable else ", which web browsers do not play"))
                     break
                 writer.release()
                 (self.folder / name).unlink(missing_ok=True)
             if self.writer is None:
-                raise OSError(f"{self.folder}: OpenCV can write neither mp4v nor MJPG video")
+                raise OSError(f"{self.folder}: OpenCV can write none of "
+                              + ", ".join(c[2] for c in VIDEO_CODECS))
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
@@ -226,13 +247,16 @@ class _OverlayWriter:
 
 @dataclass
 class VideoReport:
-    """What a video run wrote: frames, frames with a face, the folder, the frame rate, seconds."""
+    """What a video run wrote: frames, frames with a face, the folder, the frame rate, seconds,
+    the overlay video's codec (empty without one) and what was done instead of H.264, if anything."""
 
     folder: Path
     frames: int
     faces: int
     fps: float
     seconds: float
+    overlay_codec: str = ""
+    overlay_note: str = ""
 
 
 def reconstruct_video(source: str | Path, out: str | Path, session, model: RuntimeFaceModel,
@@ -260,6 +284,7 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
     """
     from facenet3d.export import write_mesh
     from facenet3d.export.bundle import replace_folder
+    from facenet3d.export.jsonfile import write_json
     from facenet3d.export.mesh import TexturedMesh
 
     if meshes not in MESH_FORMATS:
@@ -349,6 +374,10 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
             video.close()
         if count == 0:
             raise ImageReadError(source, "no frames could be read")
+        codec, note = (video.codec, video.note) if video is not None and video.path is not None else ("", "")
+        write_json({"source": str(source), "frames": count, "frames_with_face": faces_found, "fps": rate,
+                    "overlay": None if not codec else {"file": video.path.name, "codec": codec, "note": note}},
+                   tmp / "video.json")
         replace_folder(tmp, folder)
     finally:
         if video is not None:
@@ -356,4 +385,4 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return VideoReport(folder=folder, frames=count, faces=faces_found, fps=rate,
-                       seconds=time.perf_counter() - t_start)
+                       seconds=time.perf_counter() - t_start, overlay_codec=codec, overlay_note=note)

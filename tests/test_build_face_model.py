@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from facenet3d.facemodel import default_model_path, load_face_model, read_face_model_arrays
+from facenet3d.facemodel import load_face_model, read_face_model_arrays
+from facenet3d.facemodel.registry import shipped_model_path
 from facenet3d.facemodel.subdivision import subdivision_operator
 from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE
 from facenet3d.landmarks.topology import mesh_triangles
@@ -18,11 +19,14 @@ from train.build_face_model.albedo import canonical_signs
 from train.build_face_model.build import BuildConfig, build
 from train.build_face_model.mesh import build_render_mesh, close_holes
 
+#: The v1 model (MediaPipe geometry): the face model of the shipped v2 regressors.
+V1 = shipped_model_path("facenet3d_face_v1")
 
-def test_shipped_default_model_structure():
-    path = default_model_path()
+
+def test_shipped_v1_model_structure():
+    path = V1
     assert path.stat().st_size < 25 * 2**20
-    m = load_face_model("default")
+    m = load_face_model(V1)
     assert m.num_vertices >= 4000
     assert m.identity_dim >= 30 and m.expression_dim >= 15
     assert m.albedo_space == "uv" and m.albedo_dim >= 40 and m.albedo_mean.shape[0] >= 256
@@ -66,7 +70,7 @@ def test_canonical_signs_pick_one_sign_per_mode():
 
 
 def test_render_mesh_is_a_linear_interpolating_upsampling():
-    mean = read_face_model_arrays(default_model_path()).mean_shape[:468].astype(np.float64)
+    mean = read_face_model_arrays(V1).mean_shape[:468].astype(np.float64)
     mesh = build_render_mesh(mean)
     fine = mesh.apply(mean)
     assert np.allclose(fine[:468], mean)  # original vertices kept

@@ -16,9 +16,10 @@ from facenet3d.cli import main
 from facenet3d.decode import crop_camera, decode_face
 from facenet3d.errors import WeightsError
 from facenet3d.export.mesh import TexturedMesh, vertex_colors_from_texture
-from facenet3d.facemodel import load_face_model, read_face_model_arrays
-from facenet3d.facemodel.registry import default_model_path
+from facenet3d.facemodel import read_face_model_arrays
+from facenet3d.facemodel.registry import shipped_model_path
 from facenet3d.network import face_model_fingerprint, get_variant, read_regressor_metadata, save_regressor
+from facenet3d.network.weights import face_model_for
 from facenet3d.onnx import OUTPUT_NAMES, PARAM_OUTPUTS, OnnxModelInfo, export_onnx
 from facenet3d.onnx.metadata import face_model_fingerprint as numpy_fingerprint
 from facenet3d.render import euler_to_matrix
@@ -29,7 +30,7 @@ from infer.pipeline import crops_to_input
 
 @pytest.fixture(scope="module")
 def model():
-    return load_face_model("default")
+    return face_model_for("default")  # the face model of the shipped regressors
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,8 @@ def test_metadata_errors_are_typed():
 
 def test_numpy_fingerprint_equals_the_torch_one(model, tiny_face_model):
     """The runtime checks face models with a numpy twin of the regressor's fingerprint."""
-    assert numpy_fingerprint(read_face_model_arrays(default_model_path())) == face_model_fingerprint(model)
+    v1 = read_face_model_arrays(shipped_model_path("facenet3d_face_v1"))
+    assert numpy_fingerprint(v1) == face_model_fingerprint(model)
     assert numpy_fingerprint(tiny_face_model.to_arrays()) == face_model_fingerprint(tiny_face_model)
     assert numpy_fingerprint(tiny_face_model.to_arrays()) != face_model_fingerprint(model)
 

@@ -17,7 +17,6 @@ from facenet3d.cli import main
 from facenet3d.decode import crop_camera, decode_face
 from facenet3d.evaluate.aflw2000 import evaluate_aflw2000
 from facenet3d.evaluate.methods import load_method
-from facenet3d.facemodel import load_face_model
 from facenet3d.network import (
     PRETRAINED,
     face_model_fingerprint,
@@ -25,6 +24,7 @@ from facenet3d.network import (
     pretrained_path,
     read_regressor_metadata,
 )
+from facenet3d.network.weights import face_model_for
 from facenet3d.onnx import OUTPUT_NAMES
 from infer.pipeline import crops_to_input
 
@@ -34,7 +34,7 @@ N_IMAGES = 16
 
 @pytest.fixture(scope="module")
 def model():
-    return load_face_model("default")
+    return face_model_for("default")  # the face model of the shipped regressors
 
 
 @pytest.fixture(scope="module")

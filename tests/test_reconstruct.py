@@ -14,9 +14,11 @@ from gltf_validation import assert_valid_gltf
 from PIL import Image
 
 from facenet3d.api import FaceReconstructor, photo_pose
+from facenet3d.batch import FAILURES_FILE
 from facenet3d.cli import main
 from facenet3d.decode import crop_camera
 from facenet3d.facemodel import load_face_model
+from facenet3d.facemodel.registry import shipped_model_path
 from facenet3d.render import PinholeCamera, euler_to_matrix
 
 
@@ -70,19 +72,20 @@ def test_reconstruct_writes_every_output_and_reports_bad_inputs(cli_run, photo_f
     assert code == 1  # two inputs failed, the rest went on
     good = sorted(p.stem for p in photo_folder.glob("*.jpg") if p.stem != "not_a_photo")
     names = {p.name for p in out.iterdir()}
-    assert names == set(good) | {"two_faces"}  # nothing for the bad inputs, no temporary folders
+    # nothing for the bad inputs (listed in failures.json), no temporary folders
+    assert names == set(good) | {"two_faces", FAILURES_FILE}
     for stem in good:
         folder = out / stem
         for f in ("mesh.obj", "mesh.mtl", "albedo.png", "mesh.glb", "params.json", "landmarks.json", "overlay.png"):
             assert (folder / f).is_file(), f
         with Image.open(folder / "overlay.png") as im, Image.open(photo_folder / f"{stem}.jpg") as src:
-            assert im.size == src.size
+            assert im.size == (2 * src.size[0], src.size[1])  # textured | shaded geometry, photo-sized panels
 
 
 def test_two_faces_get_one_folder_each_largest_first(cli_run):
     _, out = cli_run
-    faces = sorted(p.name for p in (out / "two_faces").iterdir())
-    assert faces == ["face_0", "face_1"]
+    faces = sorted(p.name for p in (out / "two_faces").iterdir() if p.is_dir())
+    assert faces == ["face_0", "face_1"]  # beside them the photo's run.json
     box0 = json.loads((out / "two_faces/face_0/params.json").read_text())["detection"]["box"]
     box1 = json.loads((out / "two_faces/face_1/params.json").read_text())["detection"]["box"]
     assert (box0[2] - box0[0]) > (box1[2] - box1[0])
@@ -91,10 +94,10 @@ def test_two_faces_get_one_folder_each_largest_first(cli_run):
 
 def test_landmarks_land_on_the_face_and_mesh_files_load(cli_run, photo_folder):
     _, out = cli_run
-    model = load_face_model("default")
     for folder in sorted(p for p in out.iterdir() if (p / "landmarks.json").is_file()):
         lm = json.loads((folder / "landmarks.json").read_text())
         params = json.loads((folder / "params.json").read_text())
+        model = load_face_model(shipped_model_path(params["face_model"]))  # the model used, named in params.json
         image_px, mesh_mm = np.array(lm["image_px"]), np.array(lm["mesh_mm"])
         assert image_px.shape == (68, 2) and mesh_mm.shape == (68, 3)
         x0, y0, x1, y1 = params["detection"]["box"]

@@ -43,7 +43,7 @@ def synthetic_target(model, params: FaceParams, size: int = 224) -> FitTarget:
     b = params.batch_size
     lm478 = torch.zeros(b, 478, 3)
     lm478[:, :468, :2] = dec.landmarks_dense
-    depth = -dec.vertices_camera[:, model.landmarks_mediapipe, 2]
+    depth = -model.gather_points(dec.vertices_camera, *model.dense_landmark_rows())[..., 2]
     lm478[:, :468, 2] = (depth - depth.mean(1, keepdim=True)) * cam.focal[:, :1] / (-params.translation[:, 2:3])
     lm478[:, 468:, :2] = dec.landmarks_dense[:, :10]  # iris points are unused by the fit
     with torch.no_grad():
@@ -58,7 +58,11 @@ def known_params(model, seed: int = 0) -> FaceParams:
     g = torch.Generator().manual_seed(seed)
     p = FaceParams.neutral(2, model.identity_dim, model.expression_dim, model.albedo_dim, distance_mm=900)
     p.identity = torch.randn(2, model.identity_dim, generator=g) * 0.8
-    p.expression = torch.randn(2, model.expression_dim, generator=g) * 0.5
+    if model.expression_bounds is None:
+        p.expression = torch.randn(2, model.expression_dim, generator=g) * 0.5
+    else:  # blendshape weights: a few active ones
+        active = torch.rand(2, model.expression_dim, generator=g) < 0.2
+        p.expression = torch.rand(2, model.expression_dim, generator=g) * 0.6 * active
     p.albedo = torch.randn(2, model.albedo_dim, generator=g) * 0.5
     p.rotation = euler_to_rotation_6d(torch.tensor([[20.0, -8.0, 5.0], [-30.0, 10.0, -4.0]]))
     p.translation = torch.tensor([[15.0, -10.0, -900.0], [-20.0, 5.0, -1000.0]])

@@ -199,11 +199,11 @@ def test_turned_faces_are_cropped_as_the_pipeline_crops_a_photo(photo_cache, fro
 
 
 def test_turned_error_tells_a_trained_regressor_from_an_untrained_one(photo_cache, tmp_path):
-    from facenet3d.facemodel import load_face_model
     from facenet3d.network import create_regressor, load_regressor
+    from facenet3d.network.weights import face_model_for
     from train.turned_error import landmark_errors, main, turning
 
-    model = load_face_model("default")
+    model = face_model_for("default")  # the face model of the shipped regressors
     cache = PhotoCache(photo_cache)
     items = [(0, i) for i in range(len(cache))]
     plain = CachedFaceDataset([cache], items, 160, None)

@@ -13,6 +13,10 @@ checkpoint every ``checkpoint_every_n_steps``, and ``on_exception.ckpt`` when in
 ``regressor.safetensors`` when training ends. The configs set ``ckpt_path: last``, so running
 the same command again resumes an interrupted run from its newest checkpoint (the global step
 continues); pass ``--ckpt_path null`` or another ``--run_dir`` to start afresh.
+
+``--monitor METRIC`` (e.g. ``val/landmark_nme``, lower is better) also keeps the best validation
+checkpoint as ``checkpoints/best.ckpt`` and, with ``--early_stopping_patience N``, stops after
+``N`` validations without improvement.
 """
 
 from __future__ import annotations
@@ -21,20 +25,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
 from train.data import FaceDataModule
 from train.module import ExportRegressor, FaceRegressorModule, crop_size_of
 
 
-def run_callbacks(run_dir: str | Path, checkpoint_every_n_steps: int) -> list:
+def run_callbacks(run_dir: str | Path, checkpoint_every_n_steps: int, monitor: str | None = None,
+                  early_stopping_patience: int | None = None) -> list:
     """The callbacks every run gets: periodic and last checkpoints, a checkpoint on interruption
-    (Ctrl-C, an exception), and the regressor exported when training ends."""
+    (Ctrl-C, an exception), and the regressor exported when training ends; with ``monitor`` (a
+    validation metric, lower is better) the best checkpoint (``best.ckpt``) and early stopping."""
     run = Path(run_dir)
-    return [ModelCheckpoint(dirpath=run / "checkpoints", save_last=True, every_n_train_steps=checkpoint_every_n_steps),
-            OnExceptionCheckpoint(dirpath=run / "checkpoints"),
-            ExportRegressor(str(run / "regressor.safetensors"))]
+    callbacks = [ModelCheckpoint(dirpath=run / "checkpoints", save_last=True,
+                                 every_n_train_steps=checkpoint_every_n_steps),
+                 OnExceptionCheckpoint(dirpath=run / "checkpoints"),
+                 ExportRegressor(str(run / "regressor.safetensors"))]
+    if monitor:
+        callbacks.append(ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode="min",
+                                         save_top_k=1, enable_version_counter=False))
+        if early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=early_stopping_patience))
+    return callbacks
 
 
 class FaceTrainingCLI(LightningCLI):
@@ -45,12 +58,16 @@ class FaceTrainingCLI(LightningCLI):
                             help="folder of the run's checkpoints, logs and exported weights")
         parser.add_argument("--checkpoint_every_n_steps", type=int, default=500,
                             help="training steps between periodic checkpoints")
+        parser.add_argument("--monitor", type=str | None, default=None,
+                            help="validation metric (lower is better) selecting checkpoints/best.ckpt")
+        parser.add_argument("--early_stopping_patience", type=int | None, default=None,
+                            help="stop after this many validations without improvement of --monitor")
         parser.link_arguments("run_dir", "trainer.default_root_dir")
         parser.link_arguments(("model.variant", "model.crop_size"), "data.crop_size", compute_fn=crop_size_of)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        extra = run_callbacks(self._get(self.config_init, "run_dir"),
-                              self._get(self.config_init, "checkpoint_every_n_steps"))
+        extra = run_callbacks(*(self._get(self.config_init, k) for k in (
+            "run_dir", "checkpoint_every_n_steps", "monitor", "early_stopping_patience")))
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
 

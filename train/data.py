@@ -34,8 +34,16 @@ A sample (all ``torch`` tensors, ``S`` = crop size)::
     index            int64                      item index in the dataset
     teacher          (D,) float32               distillation target (zeros without one)
     has_teacher      bool
-    landmark_weight  float32                    1, or 0 where MediaPipe's landmarks are not trusted
+    landmark_weight  float32                    1, or 0 where MediaPipe's landmarks are not trusted (or absent)
     turn_deg         float32                    yaw the face was turned by (``augment.profile``), 0 if not
+    teacher68        (68, 2) float32 px         the 3DDFA_V2 teacher's points (AFLW2000-3D convention)
+    teacher_weight   float32                    the teacher's confidence; 0 without teacher points
+    aflw21           (21, 2) float32 px         AFLW's human points, NaN where invisible or absent
+    aflw21_weight    float32                    1 where the photo has human points, else 0
+
+The last four come from labelled crop caches (:mod:`train.crops`); turned faces (``augment.profile``)
+have no teacher or human points (weights 0: those labels are of the unturned face). Photo caches
+without them give zeros / NaN and weight 0, so both kinds of cache mix in one batch.
 
 Distillation targets (``FaceDataModule(distill=...)``): an ``.npz`` with a ``source`` array
 (``(N,)`` str, the photo paths as in the cache manifest) and any of the
@@ -70,6 +78,13 @@ from facenet3d.landmarks.mean_face import mirror_indices
 from facenet3d.landmarks.topology import NUM_MESH_VERTICES
 from facenet3d.params import FaceParams
 from train.profiling import NUM_LANDMARKS, estimate_yaw, profile_vertices, source_map
+
+#: AFLW's 21 points after a left/right flip (order of ``aflw21.npz``, see shared/README.md): the point
+#: where landmark ``i`` should be is the old ``AFLW21_MIRROR[i]`` (brows, eyes, ear lobes, nostrils,
+#: mouth corners swap sides; nose tip, mouth centre and chin stay).
+AFLW21_MIRROR = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20], np.int64)
+#: Indices of ``label_info`` in labelled crop caches (:data:`train.crops.LABEL_INFO`).
+_TEACHER_CONF, _MP_SCORE, _YAW = 0, 1, 5
 
 
 class TrainingDataError(Facenet3DError, ValueError):
@@ -199,16 +214,19 @@ class CachedFaceDataset(Dataset):
         crop_size: training crop side ``S``, px.
         augment: augmentations, or None for none (validation).
         teachers: ``(N, D)`` distillation vectors aligned with ``items`` (NaN: unsupervised), or None.
-        label_max_yaw: MediaPipe's landmarks of faces turned farther than this (degrees, by
-            :func:`~train.profiling.estimate_yaw` of those landmarks) get ``landmark_weight`` 0:
+        label_max_yaw: MediaPipe's landmarks of faces turned farther than this (degrees, by the
+            teacher's pose in labelled crop caches, else by :func:`~train.profiling.estimate_yaw`
+            of those landmarks) get ``landmark_weight`` 0:
             beyond ~45 degrees MediaPipe underestimates the yaw, and its labels would teach the
             regressor to do the same (turned near-frontal faces supervise large yaw instead).
             None trusts every face.
+        label_min_score: in labelled crop caches, MediaPipe's landmarks of faces its detector
+            scored below this get ``landmark_weight`` 0.
     """
 
     def __init__(self, caches: list[PhotoCache], items: list[tuple[int, int]], crop_size: int,
                  augment: AugmentConfig | None = None, teachers: np.ndarray | None = None,
-                 label_max_yaw: float | None = None):
+                 label_max_yaw: float | None = None, label_min_score: float = 0.0):
         self.caches = caches
         self.items = items
         self.crop_size = int(crop_size)
@@ -216,6 +234,7 @@ class CachedFaceDataset(Dataset):
         self.augment = augment if augment is not None and augment.enabled else None
         self.teachers = teachers
         self.label_max_yaw = label_max_yaw
+        self.label_min_score = label_min_score
         self._detector: FaceDetector | None = None
         self.teacher_dim = 0 if teachers is None else teachers.shape[1]
         a = self.augment
@@ -245,7 +264,7 @@ class CachedFaceDataset(Dataset):
     def _profile_yaw(self, yaw: float, rng: np.random.Generator | None) -> float:
         """The yaw (degrees) to turn a face of yaw ``yaw`` by, 0 for none (see :class:`AugmentConfig`)."""
         a = self.augment
-        if rng is None or a is None or not a.profile or rng.random() >= a.profile:
+        if rng is None or a is None or not a.profile or not math.isfinite(yaw) or rng.random() >= a.profile:
             return 0.0
         if abs(yaw) > a.profile_source_yaw:
             return 0.0
@@ -265,8 +284,9 @@ class CachedFaceDataset(Dataset):
         m, flip = self._geometry(rng)
         s = self.crop_size
         points = np.asarray(item["landmarks478"], dtype=np.float64)
-        yaw = estimate_yaw(points)
-        trusted = self.label_max_yaw is None or abs(yaw) <= self.label_max_yaw
+        found = bool(np.isfinite(points).all())  # labelled crop caches: NaN where MediaPipe found no face
+        yaw = estimate_yaw(points) if found else math.nan
+        trusted = found and self._trusted(item, yaw)
         turn = self._profile_yaw(yaw, rng)
         turned = self._turned(item, points, turn, m) if turn else None
         if turned is not None:
@@ -277,16 +297,25 @@ class CachedFaceDataset(Dataset):
             skin = warp_image(np.asarray(item["skin_mask"], dtype=np.float32), m, (s, s))
             lm68 = transform_points(np.asarray(item["landmarks68"], dtype=np.float64), m)
         dense = transform_points(points[:NUM_MESH_VERTICES, :2], m)
+        teacher68, aflw21 = self._labels(item, m)
         if flip:
             mirror68, mirror468 = mirror_maps()
             lm68, dense = lm68[mirror68], dense[mirror468]
+            # The teacher's points are iBUG-68 too: the same relabelling.
+            teacher68, aflw21 = teacher68[mirror68], aflw21[AFLW21_MIRROR]
+        if not found:
+            lm68, dense = np.zeros_like(lm68), np.zeros_like(dense)  # no target (landmark_weight 0)
+        info = item.get("label_info")
+        labelled = info is not None and turned is None
+        teacher_weight = float(info[_TEACHER_CONF]) if labelled else 0.0
+        aflw21_weight = 1.0 if labelled and np.isfinite(aflw21).any() else 0.0
         target = crop
         if rng is not None:
             self.colour.set_random_seed(seed)
             target = self.colour(image=crop)["image"]
             crop = target.copy()
             if rng.random() < self.augment.occluder:
-                draw_occluders(crop, lm68, rng, int(rng.integers(1, 3)))
+                draw_occluders(crop, lm68 if found else teacher68, rng, int(rng.integers(1, 3)))
             self.degrade.set_random_seed(seed + 1)
             crop = self.degrade(image=crop)["image"]
         teacher = np.zeros(self.teacher_dim, np.float32)
@@ -307,7 +336,30 @@ class CachedFaceDataset(Dataset):
             "has_teacher": has_teacher,
             "landmark_weight": torch.tensor(1.0 if trusted else 0.0),
             "turn_deg": torch.tensor(float(turn) if turned is not None else 0.0),
+            "teacher68": torch.from_numpy(teacher68.astype(np.float32)),
+            "teacher_weight": torch.tensor(teacher_weight),
+            "aflw21": torch.from_numpy(aflw21.astype(np.float32)),
+            "aflw21_weight": torch.tensor(aflw21_weight),
         }
+
+    def _trusted(self, item: dict, yaw: float) -> bool:
+        """Whether MediaPipe's landmarks of a cache item (found, estimated ``yaw`` degrees) supervise."""
+        info = item.get("label_info")
+        if info is not None:
+            # The teacher's yaw: MediaPipe's own underestimates large ones.
+            yaw = float(info[_YAW])
+            if float(info[_MP_SCORE]) < self.label_min_score:
+                return False
+        return self.label_max_yaw is None or abs(yaw) <= self.label_max_yaw
+
+    @staticmethod
+    def _labels(item: dict, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The teacher's ``(68, 2)`` and AFLW's ``(21, 2)`` points of a cache item moved by ``m``
+        (cache-crop px -> training-crop px); zeros / NaN for photo caches without them."""
+        if "teacher68" not in item:
+            return np.zeros((68, 2), np.float32), np.full((21, 2), np.nan, np.float32)
+        return (transform_points(np.asarray(item["teacher68"])[:, :2], m),
+                transform_points(np.asarray(item["aflw21"]), m))
 
     def _turned(self, item: dict, points: np.ndarray, yaw: float, m: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -435,12 +487,13 @@ class FaceDataModule(pl.LightningDataModule):
         augment: see :class:`AugmentConfig`.
         distill: ``.npz`` of distillation targets (module docstring) or None.
         label_max_yaw: see :class:`CachedFaceDataset` (training set only; validation trusts all).
+        label_min_score: see :class:`CachedFaceDataset` (training set only).
     """
 
     def __init__(self, cache: str | list[str] = "../cache/faces224", crop_size: int = 160, batch_size: int = 16,
                  num_workers: int = 1, val_fraction: float = 0.02, val_max: int = 256, split_seed: int = 0,
                  limit: int | None = None, augment: AugmentConfig | None = None, distill: str | None = None,
-                 label_max_yaw: float | None = None):
+                 label_max_yaw: float | None = None, label_min_score: float = 0.0):
         super().__init__()
         self.cache_dirs = [cache] if isinstance(cache, str | Path) else list(cache)
         self.crop_size = int(crop_size)
@@ -453,6 +506,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.augment = augment or AugmentConfig()
         self.distill = distill
         self.label_max_yaw = label_max_yaw
+        self.label_min_score = label_min_score
         self._detector: FaceDetector | None = None
         self.teacher_dims: tuple[int, int, int] | None = None
         self.train_set: CachedFaceDataset | None = None
@@ -475,7 +529,10 @@ class FaceDataModule(pl.LightningDataModule):
         meta = [caches[ci].items[r] for ci, r in items]
         val = [is_validation(split_key(m), self.val_fraction, self.split_seed) for m in meta]
         train_idx = [i for i, v in enumerate(val) if not v]
-        val_idx = [i for i, v in enumerate(val) if v][: self.val_max]
+        val_idx = [i for i, v in enumerate(val) if v]
+        # An even stride over the held-out photos, so that every cache (photo set) is represented.
+        val_idx = [val_idx[int(k)] for k in np.linspace(0, len(val_idx), min(len(val_idx), self.val_max),
+                                                        endpoint=False)]
         if not train_idx:
             train_idx = list(range(len(items)))  # tiny caches: train on everything
         if not val_idx:
@@ -484,12 +541,14 @@ class FaceDataModule(pl.LightningDataModule):
         if self.distill:
             teachers, self.teacher_dims = load_teachers(self.distill, [m["source"] for m in meta])
 
-        def subset(idx: list[int], augment: AugmentConfig | None, label_max_yaw: float | None) -> CachedFaceDataset:
+        def subset(idx: list[int], augment: AugmentConfig | None, label_max_yaw: float | None,
+                   label_min_score: float) -> CachedFaceDataset:
             t = None if teachers is None else teachers[idx]
-            return CachedFaceDataset(caches, [items[i] for i in idx], self.crop_size, augment, t, label_max_yaw)
+            return CachedFaceDataset(caches, [items[i] for i in idx], self.crop_size, augment, t, label_max_yaw,
+                                     label_min_score)
 
-        self.train_set = subset(train_idx, self.augment, self.label_max_yaw)
-        self.val_set = subset(val_idx, None, None)
+        self.train_set = subset(train_idx, self.augment, self.label_max_yaw, self.label_min_score)
+        self.val_set = subset(val_idx, None, None, 0.0)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         # Dropping the last partial batch keeps BatchNorm statistics sane, unless that is all there is.

@@ -18,23 +18,35 @@ Per face, the loss is a weighted sum (weights in :class:`LossWeights`):
 - **distillation** (optional): the teacher's (e.g. ``refine``'s) projected landmarks, moved by
   the sample's augmentation warp, and its identity/expression/albedo coefficients (not on
   flipped samples, whose mirrored face has other coefficients).
+- **labelled landmarks** (labelled crop caches, :mod:`train.crops`): the 3DDFA_V2 teacher's 68
+  points against the model's ``ibug68_3ddfa`` embedding (AFLW2000-3D's convention), weighted by
+  the teacher's confidence, and AFLW's human 21 points (visible ones) against its ``aflw21``
+  embedding; same units as the landmark terms.
+- **expression bounds**: models whose expression coefficients are bounded (blendshape weights in
+  [0, 1]) decode the clamped coefficients, so every loss sees a face the product can show, and a
+  squared hinge pulls the raw outputs back inside the bounds (where the clamp passes no gradient).
+
+Validation logs the normalised mean errors of those labels (``val/teacher68_nme``,
+``val/aflw21_nme``: percent of the square root of the teacher points' box area, as AFLW2000-3D's
+NME) and their mean ``val/landmark_nme``, what checkpoints are selected by.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from facenet3d.decode import DecodedFace, crop_camera, decode_face
+from facenet3d.decode import DecodedFace, crop_camera, decode_face, project_embedding
 from facenet3d.errors import WeightsError
 from facenet3d.facemodel import MorphableModel, load_face_model
 from facenet3d.losses import coefficient_prior, landmark_loss, photometric_loss, symmetry_loss, total_variation
 from facenet3d.network import FaceRegressor, create_regressor, face_model_fingerprint, get_variant, load_regressor
+from facenet3d.network.weights import face_model_for
 from facenet3d.params import FaceParams
 from facenet3d.render import Renderer, use_backend
 from facenet3d.render.color import linear_to_srgb
@@ -57,6 +69,13 @@ class LossWeights:
     albedo_flatness: float = 1.0
     distill_landmarks: float = 0.0
     distill_coefficients: float = 0.0
+    teacher68: float = 0.0
+    aflw21: float = 0.0
+    expression_bounds: float = 0.0
+
+
+#: Landmark embeddings of the labelled landmark terms.
+TEACHER_EMBEDDING, AFLW_EMBEDDING = "ibug68_3ddfa", "aflw21"
 
 
 def initial_state(weights: str, regressor: FaceRegressor, model: MorphableModel
@@ -77,6 +96,33 @@ def initial_state(weights: str, regressor: FaceRegressor, model: MorphableModel
         raise WeightsError(f"{weights}: weights of a {a.backbone} regressor at {a.crop_size} px "
                            f"cannot start a {b.backbone} one at {b.crop_size} px")
     return saved.state_dict(), provenance
+
+
+def initial_backbone(weights: str | Path, regressor: FaceRegressor) -> dict:
+    """Load the ``backbone.*`` tensors of a regressor ``.safetensors`` into ``regressor``'s backbone;
+    returns their provenance (file name, tensor checksum) for the exported header.
+
+    Raises:
+        WeightsError: unreadable file, or a backbone of another architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(weights)
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise WeightsError(f"{path}: cannot read regressor weights ({e})") from e
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        regressor.backbone.load_state_dict(state)
+    except RuntimeError as e:
+        raise WeightsError(f"{path}: its backbone is not a {regressor.info.backbone} ({e})") from e
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+    return {"name": str(weights), "file": path.name, "backbone_only": True, "backbone_sha256": digest}
 
 
 class FaceRegressorModule(pl.LightningModule):
@@ -107,6 +153,12 @@ class FaceRegressorModule(pl.LightningModule):
         init_weights: start from these regressor weights (a shipped name such as ``"default"`` or a
             ``.safetensors`` path; same variant and face model) instead of the backbone's fresh
             initialisation: fine-tuning. A resumed checkpoint overrides them.
+        init_backbone: start the backbone (only) from a regressor ``.safetensors`` of any face model
+            with the same backbone (e.g. the previous release's): face features learnt before, a new
+            head for this face model. Ignored when ``init_weights`` is given; a resumed checkpoint
+            overrides it.
+        render_size: side of the photometric term's renders, px (the target and mask are
+            area-downsampled to it); None renders at the crop size. Smaller is much cheaper on CPU.
     """
 
     def __init__(self, face_model: str = "default", variant: str = "resnet18", backbone: str | None = None,
@@ -115,7 +167,8 @@ class FaceRegressorModule(pl.LightningModule):
                  photometric_start: int = 500, photometric_ramp: int = 1000, antialias: bool = False,
                  albedo_sampling: str = "vertex", regulariser_size: int = 64, channels_last: bool = True,
                  render_backend: str = "auto", image_every_n_steps: int = 500, image_count: int = 4,
-                 init_weights: str | None = None):
+                 init_weights: str | None = None, init_backbone: str | None = None,
+                 render_size: int | None = None):
         super().__init__()
         # Loss weights are kept in the checkpoint as a plain dict: checkpoints load with
         # torch.load(weights_only=True), which refuses to unpickle arbitrary classes.
@@ -126,14 +179,19 @@ class FaceRegressorModule(pl.LightningModule):
         if albedo_sampling not in ("vertex", "uv"):
             raise ValueError(f"albedo_sampling must be 'vertex' or 'uv', got {albedo_sampling!r}")
         self.weights = LossWeights(**self.hparams["losses"])
-        model = load_face_model(face_model)
+        # Fine-tuning decodes with the face model its weights were trained for ("default").
+        model = face_model_for(init_weights, face_model) if init_weights else load_face_model(face_model)
         self.regressor: FaceRegressor = create_regressor(variant, model, backbone=backbone, crop_size=crop_size)
         # Where fine-tuning started (kept in checkpoints and in the exported header).
         self.initial_weights: dict | None = None
         if init_weights:
             state, self.initial_weights = initial_state(init_weights, self.regressor, model)
             self.regressor.load_state_dict(state)
+        elif init_backbone:
+            self.initial_weights = initial_backbone(init_backbone, self.regressor)
         self.crop_size = self.regressor.crop_size
+        self.render_size = int(render_size or self.crop_size)
+        self._val_sums: dict[str, list[float]] = {}
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.regressor.backbone.to(memory_format=self.memory_format)
         self.renderer = Renderer.from_model(model, shading="vertex", antialias=antialias, backend=render_backend)
@@ -184,7 +242,8 @@ class FaceRegressorModule(pl.LightningModule):
         face = self._face_data()
         model = face["model"]
         b = params.batch_size
-        camera = crop_camera(self.crop_size, 1, self.device)
+        # The crop's camera at another resolution: the same view, every pixel coordinate scaled.
+        camera = crop_camera(self.render_size, 1, self.device)
         if self.hparams.albedo_sampling == "vertex":
             albedo, specular = face["vertex_albedo"](params.albedo), face["vertex_specular"]
         else:
@@ -208,7 +267,6 @@ class FaceRegressorModule(pl.LightningModule):
         """
         model, w, s = self.face_model, self.weights, float(self.crop_size)
         camera = crop_camera(self.crop_size, 1, self.device)
-        decoded = decode_face(model, params, camera)
         terms: dict[str, torch.Tensor] = {}
         weighted: list[torch.Tensor] = []
 
@@ -216,6 +274,24 @@ class FaceRegressorModule(pl.LightningModule):
             terms[name] = value.mean()
             if weight:
                 weighted.append(weight * terms[name])
+
+        bounds = model.expression_bounds
+        if bounds is not None:
+            add("expression_bounds", bounds_penalty(params.expression, bounds), w.expression_bounds)
+            params = replace(params, expression=params.expression.clamp(*bounds))
+        decoded = decode_face(model, params, camera)
+        extras: dict = {"decoded": decoded, "lm_pred": decoded.landmarks68, "lm_target": batch["landmarks68"]}
+        names = model.landmark_embedding_names
+        if "teacher68" in batch and TEACHER_EMBEDDING in names:
+            pred = project_embedding(model, decoded.vertices_camera, camera, TEACHER_EMBEDDING)
+            add("teacher68", batch["teacher_weight"] * landmark_loss(pred, batch["teacher68"], normaliser=s),
+                w.teacher68)
+            extras.update(lm_pred=pred, lm_target=batch["teacher68"], teacher68_pred=pred)
+        if "aflw21" in batch and AFLW_EMBEDDING in names:
+            pred = project_embedding(model, decoded.vertices_camera, camera, AFLW_EMBEDDING)
+            target, visible = _visible(batch["aflw21"])
+            add("aflw21", batch["aflw21_weight"] * landmark_loss(pred, target, visible, normaliser=s), w.aflw21)
+            extras["aflw21_pred"] = pred
 
         present = (model.landmarks68 >= 0).to(decoded.landmarks68.dtype)  # models may lack some iBUG points
         trusted = batch["landmark_weight"].to(decoded.landmarks68.dtype) if "landmark_weight" in batch else 1.0
@@ -235,11 +311,15 @@ class FaceRegressorModule(pl.LightningModule):
             maps = space(params.albedo)
             add("albedo_symmetry", symmetry_loss(maps, mask), w.albedo_symmetry)
             add("albedo_flatness", total_variation(maps, mask), w.albedo_flatness)
-        extras: dict = {"decoded": decoded}
         if photometric_weight > 0 or render:
             image, coverage = self.render(params, decoded)
-            target = batch["target"].permute(0, 2, 3, 1)
-            add("photometric", photometric_loss(match_greyscale(image, target), target, batch["skin_mask"] * coverage),
+            target, skin = batch["target"], batch["skin_mask"]
+            if self.render_size != self.crop_size:
+                size = (self.render_size, self.render_size)
+                target = torch.nn.functional.interpolate(target, size=size, mode="area")
+                skin = torch.nn.functional.interpolate(skin[:, None], size=size, mode="area")[:, 0]
+            target = target.permute(0, 2, 3, 1)
+            add("photometric", photometric_loss(match_greyscale(image, target), target, skin * coverage),
                 photometric_weight)
             extras.update(render=image, coverage=coverage)
         if batch["has_teacher"].any() and (w.distill_landmarks or w.distill_coefficients):
@@ -323,6 +403,9 @@ class FaceRegressorModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=b)
         self.log("train/lm68_err_pct", _landmark_error_pct(extras["decoded"].landmarks68, batch, self.crop_size),
                  prog_bar=True, batch_size=b)
+        for name, (value, count) in label_nmes(extras, batch).items():
+            if count:
+                self.log(f"train/{name}", value, prog_bar=name == "teacher68_nme", batch_size=count)
         if log_images:
             self.write_image_grid("train", batch, extras)
         return loss
@@ -335,8 +418,23 @@ class FaceRegressorModule(pl.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=b, sync_dist=True)
         self.log("val/lm68_err_pct", _landmark_error_pct(extras["decoded"].landmarks68, batch, self.crop_size),
                  batch_size=b, sync_dist=True)
+        for name, (value, count) in label_nmes(extras, batch).items():
+            total = self._val_sums.setdefault(name, [0.0, 0.0])
+            total[0] += float(value) * count
+            total[1] += count
         if batch_idx == 0 and self.hparams.image_every_n_steps:
             self.write_image_grid("val", batch, extras)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def on_validation_epoch_end(self) -> None:
+        # Means over faces (batches hold different numbers of labelled faces), then their mean.
+        means = {name: total / count for name, (total, count) in self._val_sums.items() if count}
+        for name, value in means.items():
+            self.log(f"val/{name}", value)
+        if means:
+            self.log("val/landmark_nme", sum(means.values()) / len(means), prog_bar=True)
 
     def _image_step(self, step: int) -> bool:
         n = self.hparams.image_every_n_steps
@@ -399,8 +497,13 @@ class FaceRegressorModule(pl.LightningModule):
 
         from facenet3d.atomic import write_bytes
 
-        grid = image_grid(batch["image"], extras["render"], extras["coverage"], batch["landmarks68"],
-                          extras["decoded"].landmarks68, self.hparams.image_count)
+        render, coverage = extras["render"], extras["coverage"]
+        if render.shape[1] != self.crop_size:  # renders at render_size: shown at the crop's size
+            size = (self.crop_size, self.crop_size)
+            render = torch.nn.functional.interpolate(render.permute(0, 3, 1, 2), size=size).permute(0, 2, 3, 1)
+            coverage = torch.nn.functional.interpolate(coverage[:, None], size=size)[:, 0]
+        grid = image_grid(batch["image"], render, coverage, extras["lm_target"], extras["lm_pred"],
+                          self.hparams.image_count)
         _, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         path = self._image_dir / f"{stage}_step{self.global_step:07d}.png"
         write_bytes(png.tobytes(), path)
@@ -465,6 +568,47 @@ def _light_colour(sh: torch.Tensor) -> torch.Tensor:
 
     unit = float(sh_uniform(1.0)[0, 0, 0])
     return ((sh - sh.mean(-1, keepdim=True)) / unit).pow(2).flatten(1).mean(1)
+
+
+def bounds_penalty(coefficients: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    """``(B, K)`` coefficients -> ``(B,)`` mean squared excess beyond ``(low, high)`` (0 inside)."""
+    low, high = bounds
+    excess = (low - coefficients).clamp_min(0.0) + (coefficients - high).clamp_min(0.0)
+    return excess.pow(2).mean(1)
+
+
+def _visible(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, N, 2)`` points with NaN for invisible ones -> (points with 0 there, ``(B, N)`` 0/1 weights)."""
+    visible = torch.isfinite(points).all(-1)
+    return torch.where(visible[..., None], points, torch.zeros_like(points)), visible.to(points.dtype)
+
+
+def normalised_error(predicted: torch.Tensor, target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` percent mean point error (visible ``target`` points, NaN = invisible) over the square root
+    of the area of ``reference``'s ``(B, M, 2)`` bounding box (AFLW2000-3D's NME); NaN without points."""
+    target, visible = _visible(target)
+    d = (predicted - target).norm(dim=-1)
+    mean = (d * visible).sum(1) / visible.sum(1)
+    size = (reference.amax(1) - reference.amin(1)).clamp_min(1e-6).prod(-1).sqrt()
+    return 100.0 * mean / size
+
+
+def label_nmes(extras: dict, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+    """``{name: (mean NME over the batch's faces that have the label, their count)}`` of the
+    labelled landmark terms present (see :func:`normalised_error`)."""
+    out = {}
+    if "teacher68" not in batch:
+        return out
+    reference = batch["teacher68"]
+    for name, pred, target, weight in (
+            ("teacher68_nme", extras.get("teacher68_pred"), batch["teacher68"], batch["teacher_weight"]),
+            ("aflw21_nme", extras.get("aflw21_pred"), batch["aflw21"], batch["aflw21_weight"])):
+        keep = weight > 0
+        if pred is None or not keep.any():
+            continue
+        err = normalised_error(pred[keep].detach(), target[keep], reference[keep])
+        out[name] = (err.mean(), int(keep.sum()))
+    return out
 
 
 def _landmark_error_pct(predicted: torch.Tensor, batch: dict, crop_size: int) -> torch.Tensor:

@@ -26,9 +26,10 @@ from tqdm import tqdm
 from facenet3d.decode import crop_camera, decode_face
 from facenet3d.evaluate.aflw2000 import point_errors
 from facenet3d.evaluate.common import write_report
-from facenet3d.facemodel import MorphableModel, load_face_model
+from facenet3d.facemodel import MorphableModel
 from facenet3d.landmarks.ibug68 import IBUG68_INNER, IBUG68_REGIONS
 from facenet3d.network import FaceRegressor, load_regressor
+from facenet3d.network.weights import face_model_for
 from train.data import AugmentConfig, CachedFaceDataset, FaceDataModule
 
 #: The point sets scored: all 68, the 51 inner ones, the 17 jaw-contour points.
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the figures here too")
     args = ap.parse_args(argv)
 
-    model = load_face_model(args.model)
+    model = face_model_for(args.weights, args.model)
     regressor = load_regressor(args.weights, model)
     data = FaceDataModule(args.cache, crop_size=regressor.crop_size, val_fraction=args.val_fraction, val_max=args.n)
     data.setup()

@@ -29,11 +29,23 @@ Crops (``crop=``):
 - ``"gt-box"``: as the published protocol, the face region comes from the ground truth: the
   photo is cut to a square of ``box_scale`` times the longer side of the ground-truth
   landmarks' box, centred on it (black outside the photo, whole-pixel shift, no resampling),
-  the method runs on that cut-out (the face overlapping the box is used) and its points are
-  shifted back. 3DDFA crops ``sqrt(2)`` times the box; MediaPipe's face mesh needs more
-  context (its landmarks are markedly worse on tight crops), so the default is 2.
+  the method runs on that cut-out and its points are shifted back. 3DDFA crops ``sqrt(2)``
+  times the box; MediaPipe's face mesh needs more context (its landmarks are markedly worse on
+  tight crops), so the default is 2. Every face is scored, as the peers score them: where
+  MediaPipe finds the face (overlapping the box) the face-model methods align and refine it as
+  usual; where it does not, the crop is cut from the ground-truth box
+  (:func:`~facenet3d.landmarks.align.box_alignment_matrix`), and the regressor's answer (or the
+  mean face placed in the box) is scored as it is, unrefined, and counted
+  (``n_landmarks_fallback``). The ``3ddfa-v2`` baseline runs on the whole photo with the
+  published protocol's roi box of the image (``protocol_roi=``, ``dev-protocol-roi.npz``),
+  else 3DDFA_V2's roi from the ground-truth box. Only ``mediapipe`` itself can still miss.
 
-Faces the detector misses are counted and listed, and left out of the NME.
+With ``crop="detect"``, faces the detector misses are counted and listed, and left out of the NME.
+
+A second NME column (``nme_68_reannotated``) scores the same predictions against the
+re-annotated 2D labels of the images ("AFLW2000-3D reannotated", same protocol, normalised by
+their own box) when a file of them is given (``reannotated=``: ``names``, ``pts68`` (N, 2, 68)
+in ``pt3d_68``'s pixels).
 
 Fit to the truth (``fit_truth=``, not a method: it reads the labels): after the method, the
 face model is refitted to the ground-truth points themselves (:func:`fit_to_truth`), all 68 or
@@ -255,15 +267,61 @@ def list_images(data_dir: str | Path) -> list[Path]:
     return images
 
 
+def read_protocol_roi(path: str | Path) -> dict[str, np.ndarray]:
+    """``{image name: (4,) sx, sy, ex, ey}`` from a protocol roi file (``names``, ``roi_box`` (N, 4)).
+
+    Raises:
+        EvaluationDataError: missing or unreadable file, or arrays of the wrong shape.
+    """
+    names, boxes = _read_named_arrays(path, "roi_box")
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise EvaluationDataError(path, f"roi_box must be (N, 4), got {boxes.shape}")
+    return dict(zip(names, boxes, strict=True))
+
+
+def read_reannotated(path: str | Path) -> dict[str, np.ndarray]:
+    """``{image name: (68, 2) px}`` from a re-annotation file (``names``, ``pts68`` (N, 2, 68)).
+
+    The points are in ``pt3d_68``'s pixels, so :data:`AFLW_PIXEL_OFFSET` is subtracted as for the
+    ground truth.
+
+    Raises:
+        EvaluationDataError: missing or unreadable file, or arrays of the wrong shape.
+    """
+    names, pts = _read_named_arrays(path, "pts68")
+    if pts.ndim != 3 or pts.shape[1:] != (2, 68):
+        raise EvaluationDataError(path, f"pts68 must be (N, 2, 68), got {pts.shape}")
+    return {n: p.T - AFLW_PIXEL_OFFSET for n, p in zip(names, pts, strict=True)}
+
+
+def _read_named_arrays(path: str | Path, key: str) -> tuple[list[str], np.ndarray]:
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            names, values = [str(n) for n in f["names"]], np.asarray(f[key], np.float64)
+    except (OSError, KeyError, ValueError) as e:
+        raise EvaluationDataError(path, f"cannot read 'names' and '{key}' ({e})") from e
+    if len(names) != len(values):
+        raise EvaluationDataError(path, f"{len(names)} names but {len(values)} rows of {key}")
+    return names, values
+
+
 def predict_landmarks(method: Method, image_path: Path, annotation: AFLWAnnotation, crop: str = "gt-box",
-                      box_scale: float = DEFAULT_BOX_SCALE, fit_truth: str | None = None) -> np.ndarray:
+                      box_scale: float = DEFAULT_BOX_SCALE, fit_truth: str | None = None,
+                      roi_box: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """The method's 68 points for the annotated face of one image, in photo pixels.
 
     Args:
         fit_truth: None, or ``"all"`` / ``"inner"``: return :func:`fit_to_truth`'s points instead.
+        roi_box: ``(4,)`` the protocol's roi box of the image, for ``3ddfa-v2`` with ``gt-box``.
+
+    Returns:
+        ``((68, 2) px, landmarks_found)``: False when refinement had no MediaPipe face to fit
+        and the method's starting point was scored (see the module docstring).
 
     Raises:
-        ImageReadError, NoFaceError: unreadable photo, or the face was not found.
+        ImageReadError, NoFaceError: unreadable photo, or (``detect``, ``mediapipe``) the face
+            was not found.
     """
     from facenet3d.landmarks.align import invert_affine, transform_points, warp_image
     from facenet3d.landmarks.image_io import read_image
@@ -273,14 +331,45 @@ def predict_landmarks(method: Method, image_path: Path, annotation: AFLWAnnotati
     photo = read_image(image_path).pixels
     box = annotation.box
     forward = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    if crop == "gt-box":
+    if crop == "gt-box" and method.teacher is None:  # the teacher cuts its own roi from the photo
         forward, side = gt_box_crop(box, box_scale)
         photo = warp_image(photo, forward, (side, side))
-    pred = method.run(photo, reference_box=transform_points(box.reshape(2, 2), forward).reshape(4))
+    in_image = transform_points(box.reshape(2, 2), forward).reshape(4)
+    if crop == "gt-box":
+        pred = method.run(photo, reference_box=in_image, face_box=in_image, roi_box=roi_box)
+    else:
+        pred = method.run(photo, reference_box=in_image)
     lm = pred.landmarks68
+    if pred.reconstruction is not None and method.reconstructor is not None:
+        lm = convention_landmarks(method.reconstructor.model, pred.reconstruction, lm)
     if fit_truth is not None:
         lm = fit_to_truth(method, pred.reconstruction, transform_points(annotation.landmarks68, forward), fit_truth)
-    return transform_points(lm, invert_affine(forward)).astype(np.float64)
+    return transform_points(lm, invert_affine(forward)).astype(np.float64), pred.landmarks_found
+
+
+#: The face model's landmark embedding of AFLW2000-3D's 68 points (3DDFA's convention: BFM09's mean
+#: registered onto the model), used instead of the model's own iBUG-68 when it has one.
+AFLW2000_EMBEDDING = "ibug68_3ddfa"
+
+
+def convention_landmarks(model, reconstruction: FaceReconstruction, own: np.ndarray) -> np.ndarray:
+    """``(68, 2)`` px in the image the method ran on: the reconstruction's points of
+    :data:`AFLW2000_EMBEDDING` when ``model`` has that embedding, else ``own`` (its iBUG-68)."""
+    import torch
+
+    from facenet3d.decode import crop_camera, decode_face, project_embedding
+    from facenet3d.landmarks.align import invert_affine, transform_points
+
+    if AFLW2000_EMBEDDING not in model.landmark_embedding_names:
+        return own
+    size = reconstruction.crop_size
+    device = model.mean_shape.device
+    params = reconstruction.params.to(device)
+    camera = crop_camera(size, device=device)
+    with torch.no_grad():
+        decoded = decode_face(model, params, camera)
+        pts = project_embedding(model, decoded.vertices_camera, camera, AFLW2000_EMBEDDING)
+    return transform_points(pts[0].double().cpu().numpy(), invert_affine(reconstruction.crop_forward))
 
 
 def fit_to_truth(method: Method, reconstruction: FaceReconstruction | None, truth: np.ndarray,
@@ -334,7 +423,8 @@ def fit_to_truth(method: Method, reconstruction: FaceReconstruction | None, trut
 
 def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box", limit: int | None = None,
                       box_scale: float = DEFAULT_BOX_SCALE, progress: bool = True,
-                      fit_truth: str | None = None) -> dict:
+                      fit_truth: str | None = None, reannotated: str | Path | None = None,
+                      protocol_roi: str | Path | None = None) -> dict:
     """Run the AFLW2000-3D NME benchmark.
 
     Args:
@@ -346,16 +436,21 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
         progress: show a progress bar.
         fit_truth: None, or ``"all"`` / ``"inner"``: score the face model refitted to the ground
             truth's points (:func:`fit_to_truth`, a bound) instead of the method's own points.
+        reannotated: re-annotated labels (:func:`read_reannotated`) for the second NME column, or None.
+        protocol_roi: the protocol's roi boxes (:func:`read_protocol_roi`) for ``3ddfa-v2``, or None.
 
     Returns:
-        The report: ``{"nme_68": {...}, "by_region": {...}, "n_images", "n_failed", "failures",
+        The report: ``{"nme_68": {...}, "nme_68_reannotated": {...} or None, "by_region": {...},
+        "n_images", "n_failed", "failures", "n_landmarks_fallback", "landmarks_fallback",
         "seconds_per_image", "settings", "per_image"}`` (NME in percent; failures excluded from it;
-        ``by_region`` from :func:`region_breakdown`).
+        ``by_region`` from :func:`region_breakdown`; the re-annotated column over the evaluated
+        images that have re-annotated labels).
 
     Raises:
         ValueError: unknown ``crop`` or ``fit_truth``.
         MethodUnavailableError: ``fit_truth`` with a method that has no face model (``mediapipe``).
-        EvaluationDataError: no annotated images in ``data_dir``.
+        EvaluationDataError: no annotated images in ``data_dir``, or an unreadable ``reannotated``
+            or ``protocol_roi`` file.
     """
     if crop not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
@@ -365,6 +460,8 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
         raise MethodUnavailableError(f"fit_truth refits a face model, and method {method.name!r} has none")
     all_images = list_images(data_dir)
     images = evenly_spaced(all_images, limit)
+    relabelled = read_reannotated(reannotated) if reannotated is not None else {}
+    rois = read_protocol_roi(protocol_roi) if protocol_roi is not None and method.teacher is not None else {}
 
     annotations: dict[Path, AFLWAnnotation] = {}
     runner = ItemRun()
@@ -375,10 +472,11 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
             runner.failures.append({"item": path.name, "error": str(e)})
     annotated = [p for p in images if p in annotations]
 
-    def one(path: Path) -> tuple[float, float, np.ndarray, np.ndarray]:
+    def one(path: Path) -> tuple[float, float, np.ndarray, np.ndarray, float | None, bool]:
         ann = annotations[path]
-        pred = predict_landmarks(method, path, ann, crop, box_scale, fit_truth)
-        return (nme_68(pred, ann.landmarks68), ann.yaw_deg, *point_errors(pred, ann.landmarks68))
+        pred, found = predict_landmarks(method, path, ann, crop, box_scale, fit_truth, rois.get(path.name))
+        second = nme_68(pred, relabelled[path.name]) if path.name in relabelled else None
+        return (nme_68(pred, ann.landmarks68), ann.yaw_deg, *point_errors(pred, ann.landmarks68), second, found)
 
     t0 = time.perf_counter()
     done = runner.run(annotated, one, name=lambda p: p.name, progress=progress, desc=f"aflw2000 {method.name}"
@@ -388,9 +486,14 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
     yaws = np.array([r[1] for _, r in done])
     errors = np.array([r[2] for _, r in done]).reshape(-1, 68)
     offsets = np.array([r[3] for _, r in done]).reshape(-1, 68)
+    second = np.array([np.nan if r[4] is None else r[4] for _, r in done])
+    has_second = np.isfinite(second)
+    fallback = [p.name for p, r in done if not r[5]]
     return {
         "benchmark": "AFLW2000-3D",
         "nme_68": summarise_nme(nmes, yaws),
+        "nme_68_reannotated": summarise_nme(second[has_second], yaws[has_second]) if has_second.any() else None,
+        "n_reannotated": int(has_second.sum()),
         "by_region": region_breakdown(errors, offsets, yaws),
         "n_images": len(images),
         "n_evaluated": len(done),
@@ -399,16 +502,22 @@ def evaluate_aflw2000(method: Method, data_dir: str | Path, crop: str = "gt-box"
                                         strict=True)),
         "n_failed": len(runner.failures),
         "failures": runner.failures,
+        "n_landmarks_fallback": len(fallback),
+        "landmarks_fallback": fallback,
         "seconds_per_image": runner.seconds_per_item,
         "seconds_total": time.perf_counter() - t0,
         "published_nme_mean": PUBLISHED_NME,
         "settings": {**method.describe(), "data": str(Path(data_dir)), "crop": crop,
                      "box_scale": box_scale if crop == "gt-box" else None, "fit_truth": fit_truth,
                      "fit_truth_stage": FIT_TRUTH_STAGE if fit_truth else None,
+                     "reannotated": None if reannotated is None else str(reannotated),
+                     "protocol_roi": None if not rois else str(protocol_roi),
                      "limit": limit, "sampling": "all" if limit is None or limit >= len(all_images)
                      else f"{len(images)} of {len(all_images)} evenly spaced over the sorted file names",
                      "yaw_bins": "|yaw| <= 30, (30, 60], > 60 degrees (3DDFA's code)",
                      "pixel_offset_subtracted": AFLW_PIXEL_OFFSET, "environment": environment()},
-        "per_image": [{"image": p.name, "yaw_deg": round(y, 3), "nme": round(n * 100, 4)}
-                      for (p, _), n, y in zip(done, nmes, yaws, strict=True)],
+        "per_image": [{"image": p.name, "yaw_deg": round(y, 3), "nme": round(n * 100, 4),
+                       "nme_reannotated": round(float(n2) * 100, 4) if np.isfinite(n2) else None,
+                       "landmarks_found": r[5]}
+                      for (p, r), n, y, n2 in zip(done, nmes, yaws, second, strict=True)],
     }

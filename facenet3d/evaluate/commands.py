@@ -1,10 +1,10 @@
-"""``facenet3d evaluate {aflw2000,geometry,photometric,identity,fairness}``.
+"""``facenet3d evaluate {aflw2000,geometry,photometric,identity,expression,fairness}``.
 
 Each writes a JSON report (``--json``) and prints its headline figures. The method is
-``--refine none|landmarks|fast|full`` (the pipeline) or ``--baseline mediapipe|mean-face`` (see
-:mod:`facenet3d.evaluate.methods`). Exit status: 0 done, 1 done but some items failed (listed in
-the report), 2 usage or data error, 3 the method cannot run here (e.g. ``--refine none`` without
-regressor weights; the report then says ``"skipped"`` and why).
+``--refine none|landmarks|fast|full`` (the pipeline) or ``--baseline mediapipe|mean-face`` (aflw2000
+also ``3ddfa-v2 --teacher DIR``; see :mod:`facenet3d.evaluate.methods`). Exit status: 0 done, 1 done
+but some items failed (listed in the report), 2 usage or data error, 3 the method cannot run here
+(e.g. ``--refine none`` without regressor weights; the report then says ``"skipped"`` and why).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import sys
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 REFINE_CHOICES = ("none", "landmarks", "fast", "full")
 BASELINE_CHOICES = ("mediapipe", "mean-face")
+#: Files the ``aflw2000`` benchmark looks for beside its data folder.
+REANNOTATED_FILE, PROTOCOL_ROI_FILE = "dev-reannotated-pts68.npz", "dev-protocol-roi.npz"
 
 
 def _common(p: argparse.ArgumentParser, baselines: tuple[str, ...] = BASELINE_CHOICES) -> None:
@@ -33,7 +35,7 @@ def _common(p: argparse.ArgumentParser, baselines: tuple[str, ...] = BASELINE_CH
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="benchmarks: AFLW2000-3D NME, synthetic geometry, photometric, identity, "
-                                        "fairness",
+                                        "expression, fairness",
                        description="Evaluate the pipeline or a baseline and write a JSON report. "
                                    "Exit status: 0 done, 1 some items failed, 2 usage/data error, "
                                    "3 method unavailable (skipped).")
@@ -50,7 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--fit-truth", choices=("all", "inner"), default=None,
                    help="score the face model refitted to the ground truth's own points (all 68, or the 51 "
                         "inner ones) from the method's result: a bound that reads the labels, not a method")
-    _common(a)
+    a.add_argument("--reannotated", default=None, metavar="FILE",
+                   help="re-annotated 2D labels for a second NME column (default: dev-reannotated-pts68.npz "
+                        "beside the data folder when present; 'none' to skip)")
+    a.add_argument("--protocol-roi", default=None, metavar="FILE",
+                   help="the protocol's roi boxes for --baseline 3ddfa-v2 (default: dev-protocol-roi.npz beside "
+                        "the data folder when present, else 3DDFA_V2's roi from the ground-truth box)")
+    a.add_argument("--teacher", default=None, metavar="DIR",
+                   help="3DDFA_V2 teacher folder (mb05_120x120.safetensors + bfm68.npz) for --baseline 3ddfa-v2")
+    a.add_argument("--teacher-passes", type=int, choices=(1, 2), default=1,
+                   help="3ddfa-v2: 1 = the roi as given (the published protocol, default), 2 = re-cropped around "
+                        "the first pass's points")
+    _common(a, BASELINE_CHOICES + ("3ddfa-v2",))
     a.set_defaults(func=run_aflw2000)
 
     g = ev.add_parser("geometry", help="shape error in mm (NoW style) on synthetic ICT-FaceKit faces")
@@ -74,6 +87,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(i, ())
     i.set_defaults(func=run_identity)
 
+    from facenet3d.evaluate.expression import EMOTIONS
+
+    x = ev.add_parser("expression", help="ARKit expression coefficients against emotion labels (within-person "
+                                         "ROC AUC; needs an ARKit model such as ict:<folder>)")
+    x.add_argument("--photos", nargs="+", required=True, help="emotion-labelled photo folders (lfw-expressions)")
+    x.add_argument("--people", type=int, default=20, help="number of people, 0 for all (default 20)")
+    x.add_argument("--per-person", type=int, default=5,
+                   help="at most this many neutral and this many emotional photos per person, 0 for all (default 5)")
+    x.add_argument("--emotions", nargs="+", choices=EMOTIONS, default=list(EMOTIONS),
+                   help="emotions to score (default all)")
+    _common(x, ())
+    x.set_defaults(func=run_expression)
+
     f = ev.add_parser("fairness", help="photometric error and albedo per UTKFace race group")
     f.add_argument("--photos", nargs="+", required=True, help="UTKFace photo folders")
     f.add_argument("--per-group", type=int, default=20, help="photos per group (default 20)")
@@ -93,7 +119,8 @@ def _prepare(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     name = getattr(args, "baseline", None) or args.refine
     try:
-        return load_method(name, model=args.model, weights=args.weights)
+        return load_method(name, model=args.model, weights=args.weights, teacher=getattr(args, "teacher", None),
+                           teacher_passes=getattr(args, "teacher_passes", 1))
     except MethodUnavailableError as e:
         print(f"skipped: {e}", file=sys.stderr)
         write_report({"skipped": True, "reason": str(e), "settings": {"method": name, "benchmark": args.benchmark}},
@@ -143,16 +170,36 @@ def run_aflw2000(args: argparse.Namespace) -> int:
     from facenet3d.evaluate.aflw2000 import DEFAULT_BOX_SCALE, evaluate_aflw2000
 
     def headline(r: dict) -> str:
-        n = r["nme_68"]
+        n, n2 = r["nme_68"], r.get("nme_68_reannotated")
         fit = f", fit to truth ({r['settings']['fit_truth']})" if r["settings"]["fit_truth"] else ""
-        return (f"AFLW2000-3D NME-68 ({r['settings']['method']}{fit}, {r['settings']['crop']}, {r['n_evaluated']} of "
-                f"{r['n_images']} images): [0,30] {_fmt(n['yaw_0_30'])}  [30,60] {_fmt(n['yaw_30_60'])}  "
-                f"[60,90] {_fmt(n['yaw_60_90'])}  mean {_fmt(n['mean'])}  all {_fmt(n['all'])} %")
+        row = (f"AFLW2000-3D NME-68 ({r['settings']['method']}{fit}, {r['settings']['crop']}, {r['n_evaluated']} of "
+               f"{r['n_images']} images): [0,30] {_fmt(n['yaw_0_30'])}  [30,60] {_fmt(n['yaw_30_60'])}  "
+               f"[60,90] {_fmt(n['yaw_60_90'])}  mean {_fmt(n['mean'])}  all {_fmt(n['all'])} %")
+        if n2:
+            row += (f"\n  re-annotated ({r['n_reannotated']}): [0,30] {_fmt(n2['yaw_0_30'])}  [30,60] "
+                    f"{_fmt(n2['yaw_30_60'])}  [60,90] {_fmt(n2['yaw_60_90'])}  mean {_fmt(n2['mean'])}  "
+                    f"all {_fmt(n2['all'])} %")
+        if r.get("n_landmarks_fallback"):
+            row += f"\n  {r['n_landmarks_fallback']} face(s) without MediaPipe points scored unrefined"
+        return row
 
     scale = DEFAULT_BOX_SCALE if args.box_scale is None else args.box_scale
+    reannotated = _beside_data(args.data, args.reannotated, REANNOTATED_FILE)
+    protocol_roi = _beside_data(args.data, args.protocol_roi, PROTOCOL_ROI_FILE)
     return _run(args, lambda m: evaluate_aflw2000(m, args.data, args.crop, args.limit, scale, not args.quiet,
-                                                  args.fit_truth),
+                                                  args.fit_truth, reannotated, protocol_roi),
                 headline)
+
+
+def _beside_data(data: str, given: str | None, default_name: str) -> str | None:
+    """A file option of ``aflw2000``: as given (``none``: None), else ``default_name`` beside the data
+    folder when present."""
+    from pathlib import Path
+
+    if given is not None:
+        return None if given.lower() == "none" else given
+    candidate = Path(data).resolve().parent / default_name
+    return str(candidate) if candidate.is_file() else None
 
 
 def run_geometry(args: argparse.Namespace) -> int:
@@ -188,6 +235,20 @@ def run_identity(args: argparse.Namespace) -> int:
 
     return _run(args, lambda m: evaluate_identity(m, _photos(args), args.people, args.per_person, not args.quiet),
                 headline)
+
+
+def run_expression(args: argparse.Namespace) -> int:
+    from facenet3d.evaluate.expression import evaluate_expression
+
+    def headline(r: dict) -> str:
+        rows = [f"{e}: " + ", ".join(f"{g} {_fmt(v['auc'], 3)}" for g, v in s["groups"].items())
+                + f"  ({s['n_photos']} photos of {s['n_people']} people, {s['n_neutral']} neutral)"
+                for e, s in r["emotions"].items()]
+        return (f"expression AUC ({r['settings']['method']}, {r['n_evaluated']} of {r['n_items']} photos):\n  "
+                + "\n  ".join(rows))
+
+    return _run(args, lambda m: evaluate_expression(m, _photos(args), args.people, args.per_person, args.emotions,
+                                                    not args.quiet), headline)
 
 
 def run_fairness(args: argparse.Namespace) -> int:

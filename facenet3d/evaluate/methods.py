@@ -14,9 +14,12 @@ name           what it is
                otherwise).
 ``fast``       Stages A + B (the default of ``facenet3d reconstruct``).
 ``full``       Stages A + B + C (UV maps).
+``3ddfa-v2``   The 3DDFA_V2 MobileNet x0.5 teacher (``train.teacher``, weights from ``--teacher DIR``;
+               a landmark baseline only, never part of the product): on the protocol's roi box
+               when one is given, else 3DDFA_V2's crop from the 68-point box or the detection.
 =============  ==================================================================================
 
-Every method but ``mediapipe`` is a :class:`~facenet3d.api.FaceReconstructor`, so an evaluation
+Every method but ``mediapipe`` and ``3ddfa-v2`` is a :class:`~facenet3d.api.FaceReconstructor`, so an evaluation
 measures exactly what ``facenet3d reconstruct`` returns.
 """
 
@@ -37,9 +40,11 @@ if TYPE_CHECKING:  # the api pulls in torch and the renderer; imported when a me
     from facenet3d.facemodel import MorphableModel
 
 #: Method names, cheapest first.
-METHODS = ("mediapipe", "mean-face", "landmarks", "none", "fast", "full")
-#: Methods that reconstruct a face (all but the landmark-only baseline).
-FACE_METHODS = tuple(m for m in METHODS if m != "mediapipe")
+METHODS = ("mediapipe", "3ddfa-v2", "mean-face", "landmarks", "none", "fast", "full")
+#: Landmark-only baselines (no face model).
+LANDMARK_METHODS = ("mediapipe", "3ddfa-v2")
+#: Methods that reconstruct a face.
+FACE_METHODS = tuple(m for m in METHODS if m not in LANDMARK_METHODS)
 
 
 class MethodUnavailableError(Facenet3DError):
@@ -119,13 +124,18 @@ class Prediction:
 
     Attributes:
         landmarks68: ``(68, 2)`` iBUG-68 points in pixels of the image given.
-        face: the detected face it started from.
-        reconstruction: the :class:`~facenet3d.api.FaceReconstruction` (None for ``mediapipe``).
+        face: the detected face it started from (None when none was needed: ``3ddfa-v2`` on a
+            given box).
+        reconstruction: the :class:`~facenet3d.api.FaceReconstruction` (None for the landmark
+            baselines).
+        landmarks_found: False when a face given by its box had no MediaPipe face, so a
+            refining method returned its starting point unrefined.
     """
 
     landmarks68: np.ndarray
-    face: DetectedFace
+    face: DetectedFace | None
     reconstruction: FaceReconstruction | None
+    landmarks_found: bool = True
 
 
 @dataclass
@@ -135,10 +145,13 @@ class Method:
     Attributes:
         name: one of :data:`METHODS`.
         detector: the detector (shared by the reconstructor).
-        reconstructor: a :class:`~facenet3d.api.FaceReconstructor`; None for ``mediapipe``.
+        reconstructor: a :class:`~facenet3d.api.FaceReconstructor`; None for the landmark baselines.
         refine: the ``refine=`` argument given to the reconstructor.
         face_model_sha256: fingerprint of the face model the method is built from (for
             ``mean-face``, the model before its bases were zeroed).
+        teacher: the ``3ddfa-v2`` baseline's ``train.teacher.Teacher3DDFA``, else None.
+        teacher_passes: its crops: 1 (the roi as given, the published protocol) or 2 (re-cropped
+            around the first pass's points).
     """
 
     name: str
@@ -146,33 +159,63 @@ class Method:
     reconstructor: FaceReconstructor | None = None
     refine: str = "fast"
     face_model_sha256: str | None = None
+    teacher: object | None = None
+    teacher_passes: int = 1
 
     @property
     def reconstructs(self) -> bool:
         """Whether the method returns a face model fit (all but ``mediapipe``)."""
         return self.reconstructor is not None
 
-    def run(self, image, reference_box: np.ndarray | None = None) -> Prediction:
+    def run(self, image, reference_box: np.ndarray | None = None, face_box: np.ndarray | None = None,
+            roi_box: np.ndarray | None = None) -> Prediction:
         """Run the method on one image.
 
         Args:
-            image: ``(H, W, 3)`` uint8 RGB or a :class:`~facenet3d.landmarks.LoadedImage`.
+            image: ``(H, W, 3)`` uint8 RGB or a :class:`~facenet3d.landmarks.LoadedImage`
+                (``3ddfa-v2``: an array).
             reference_box: ``(4,)`` box of the wanted face in the image's pixels (see
                 :class:`ReferenceFaceDetector`), or None for the largest face.
+            face_box: ``(4,)`` the face's 68-point box when it is known (a benchmark's ground
+                truth): the face is then cropped from it without needing a detection
+                (:meth:`~facenet3d.api.FaceReconstructor.reconstruct`'s ``face_box``; for
+                ``3ddfa-v2``, 3DDFA_V2's roi from landmarks of the box). ``mediapipe`` ignores it.
+            roi_box: ``(4,)`` ``sx, sy, ex, ey`` the protocol's roi for ``3ddfa-v2`` (3DDFA's
+                array-index frame); ignored by the other methods.
 
         Raises:
-            NoFaceError: no (matching) face.
+            NoFaceError: no (matching) face where one is needed.
         """
+        if self.teacher is not None:
+            return self._run_teacher(image, reference_box, face_box, roi_box)
         with self.detector.preferring(reference_box):
             if self.reconstructor is None:
                 face = self.detector.detect(image)[0]
                 return Prediction(face.landmarks68.astype(np.float64), face, None)
-            rec = self.reconstructor.reconstruct(image, refine=self.refine, max_faces=1)[0]
-        return Prediction(np.asarray(rec.landmarks68_image, np.float64), rec.detected, rec)
+            rec = self.reconstructor.reconstruct(image, refine=self.refine, max_faces=1, face_box=face_box)[0]
+        return Prediction(np.asarray(rec.landmarks68_image, np.float64), rec.detected, rec, rec.landmarks_found)
+
+    def _run_teacher(self, image, reference_box: np.ndarray | None, face_box: np.ndarray | None,
+                     roi_box: np.ndarray | None) -> Prediction:
+        from train.teacher import roi_box_from_face_box, roi_box_from_landmarks
+        from train.teacher.tddfa import INDEX_TO_PIXEL
+
+        face = None
+        if roi_box is None and face_box is not None:
+            roi_box = roi_box_from_landmarks(np.asarray(face_box, np.float64).reshape(2, 2) - INDEX_TO_PIXEL)
+        elif roi_box is None:
+            with self.detector.preferring(reference_box):
+                face = self.detector.detect(image)[0]
+            roi_box = roi_box_from_face_box(face.box - INDEX_TO_PIXEL)
+        pixels = getattr(image, "pixels", image)
+        result = self.teacher.predict(pixels, roi_box, self.teacher_passes)
+        return Prediction(result.landmarks68[:, :2].astype(np.float64), face, None)
 
     def describe(self) -> dict:
         """JSON-able settings of the method."""
         out = {"method": self.name}
+        if self.teacher is not None:
+            out.update(teacher=str(getattr(self.teacher, "source", "")), teacher_passes=self.teacher_passes)
         if self.reconstructor is not None:
             rec = self.reconstructor
             out.update(refine=self.refine, face_model=rec.model_name, face_model_sha256=self.face_model_sha256,
@@ -180,7 +223,8 @@ class Method:
         return out
 
 
-def load_method(name: str, model: str = "default", weights: str = "default", device: str = "cpu") -> Method:
+def load_method(name: str, model: str = "default", weights: str = "default", device: str = "cpu",
+                teacher: str | None = None, teacher_passes: int = 1) -> Method:
     """Build a method by name (see the module docstring).
 
     Args:
@@ -190,10 +234,14 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
             that fits (refinement starts from the regressor when there is one), required by
             ``none``.
         device: torch device for fitting.
+        teacher: folder of the 3DDFA_V2 teacher (``mb05_120x120.safetensors`` + ``bfm68.npz``),
+            required by ``3ddfa-v2``.
+        teacher_passes: ``3ddfa-v2``'s passes (see :class:`Method`).
 
     Raises:
         ValueError: unknown method name.
-        MethodUnavailableError: ``none`` without regressor weights.
+        MethodUnavailableError: ``none`` without regressor weights; ``3ddfa-v2`` without a
+            loadable teacher (or without the training package).
         FaceModelFormatError: the face model cannot be loaded.
     """
     if name not in METHODS:
@@ -201,6 +249,8 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
     detector = ReferenceFaceDetector()
     if name == "mediapipe":
         return Method(name, detector)
+    if name == "3ddfa-v2":
+        return Method(name, detector, teacher=_load_teacher(teacher, device), teacher_passes=teacher_passes)
     from facenet3d.api import FaceReconstructor
     from facenet3d.network import face_model_fingerprint
 
@@ -215,3 +265,17 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
         raise MethodUnavailableError("method 'none' (regressor only) needs trained regressor weights and none "
                                      f"are installed (weights={weights!r})")
     return Method(name, detector, rec, name, face_model_fingerprint(rec.model)[:16])
+
+
+def _load_teacher(folder: str | None, device: str):
+    """The ``3ddfa-v2`` baseline's teacher; imported here only, so evaluating never needs ``train`` otherwise."""
+    if not folder:
+        raise MethodUnavailableError("method '3ddfa-v2' needs the teacher's folder (--teacher DIR)")
+    try:
+        from train.teacher import Teacher3DDFA
+    except ImportError as e:
+        raise MethodUnavailableError(f"method '3ddfa-v2' needs the training package train.teacher ({e})") from e
+    try:
+        return Teacher3DDFA.from_dir(folder, device=device)
+    except Facenet3DError as e:
+        raise MethodUnavailableError(f"method '3ddfa-v2': {e}") from e

@@ -3,6 +3,10 @@
 Example:
     >>> mesh = mesh_from_face_model(model, model.decode(identity=alpha))  # doctest: +SKIP
     >>> write_mesh(mesh, "out/face.obj"); write_mesh(mesh, "out/face.glb")  # doctest: +SKIP
+
+A head model's separate parts (eyeballs, teeth, ...) and its named expression modes come along:
+    >>> mesh = mesh_from_face_model(model, verts, expression=beta)  # doctest: +SKIP
+    >>> write_glb(mesh, "head.glb")  # 53 ARKit morph targets, weights = beta  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from facenet3d.export.mesh import (
     SeamSplit,
     TexturedMesh,
     mesh_from_face_model,
+    model_parts,
     split_uv_seams,
+    surface_normals,
     vertex_colors_from_texture,
     vertex_normals,
     vertex_tangents,
 )
 from facenet3d.export.obj import write_obj
+from facenet3d.export.parts import MeshPart, PartMaterial, part_material
 from facenet3d.export.ply import encode_ply, write_ply
 from facenet3d.export.textures import (
     encode_normal_map,
@@ -59,6 +66,8 @@ def write_mesh(mesh: TexturedMesh, path: str | Path) -> list[Path]:
 
 __all__ = [
     "MESH_FORMATS",
+    "MeshPart",
+    "PartMaterial",
     "SeamSplit",
     "TexturedMesh",
     "atomic_path",
@@ -68,9 +77,12 @@ __all__ = [
     "encode_png",
     "linear_to_srgb",
     "mesh_from_face_model",
+    "model_parts",
+    "part_material",
     "sample_texture",
     "split_uv_seams",
     "srgb_to_linear",
+    "surface_normals",
     "to_jsonable",
     "vertex_colors_from_texture",
     "vertex_normals",

@@ -3,10 +3,15 @@
 ``OUT/<image stem>/`` (``face_<i>/`` inside it when the photo has several faces) holds::
 
     mesh.obj, mesh.mtl, albedo.png [, specular.png, roughness.png, normal.png]
-    mesh.glb        the same mesh (model frame, mm; glTF stores metres)
-    params.json     coefficients, lighting, pose (yaw/pitch/roll degrees, translation mm), camera
+    mesh.glb        the same mesh (model frame, mm; glTF stores metres); for a model with named
+                    expressions, its modes as morph targets weighted to the reconstruction
+    params.json     coefficients (``expression_by_name`` too, for named expressions), lighting,
+                    pose (yaw/pitch/roll degrees, translation mm), camera
     landmarks.json  {"image_px": 68 x [x, y], "mesh_mm": 68 x [x, y, z]}
-    overlay.png     the render over the photo, at the photo's size
+    overlay.png     the textured render | the shaded geometry with its landmarks, over the photo at a
+                    bounded size (:mod:`facenet3d.overlay`)
+
+A head model's separate parts (eyeballs, teeth, ...) are in every mesh file, with flat materials.
 
 Everything is written into a hidden sibling folder that is renamed into place when complete,
 so a crash never leaves a partial result and a batch can resume by skipping folders that
@@ -63,10 +68,12 @@ def write_face_files(result: FaceResult, folder: Path) -> None:
         write_png(image, folder / name)
 
 
-def write_image_results(results: list[FaceResult], folder: str | Path) -> Path:
+def write_image_results(results: list[FaceResult], folder: str | Path, records: dict[str, dict] | None = None
+                        ) -> Path:
     """Write the faces of one photo atomically: their files straight into ``folder`` for one
     face, into ``folder/face_<i>/`` (largest face first) for several. An existing ``folder``
-    is replaced only once the new one is complete.
+    is replaced only once the new one is complete. ``records`` are JSON files of the photo
+    (name -> content) written into ``folder`` with the rest, e.g. a batch's resume record.
 
     Returns:
         The folder.
@@ -80,6 +87,8 @@ def write_image_results(results: list[FaceResult], folder: str | Path) -> Path:
             sub = tmp if len(results) == 1 else tmp / f"face_{i}"
             sub.mkdir(exist_ok=True)
             write_face_files(result, sub)
+        for name, record in (records or {}).items():
+            write_json(record, tmp / name)
         replace_folder(tmp, folder)
     finally:
         if tmp.exists():

@@ -20,6 +20,21 @@ What goes where:
 * Vertex colours (meshes without an albedo texture) go to ``COLOR_0``, linear RGB as glTF
   defines it; with an albedo texture they are left out, because glTF multiplies
   ``COLOR_0`` into the base colour.
+* Parts (eyeballs, teeth, ...) are further primitives of the same glTF mesh, each with its
+  own vertices (those its triangles use), normals and a flat material (``baseColorFactor``,
+  ``roughnessFactor``, metallic 0).
+* Morph targets (a face model's expression modes): every primitive gets the same targets in
+  the same order, as glTF requires, so one set of weights drives skin and parts alike (the
+  jaw's teeth follow ``jawOpen``). ``POSITION`` offsets are in metres like the positions;
+  ``mesh.weights`` holds the mesh's morph weights and ``mesh.extras.targetNames`` the names
+  (read by three.js, Blender and Unity), and the ``POSITION`` accessor holds the **base**
+  shape (:meth:`~facenet3d.export.mesh.TexturedMesh.base_vertices`, the neutral face), so
+  the asset opens showing the mesh's vertices. An offset smaller than
+  :data:`MORPH_EPSILON_MM` is written as zero (it is below float32's resolution of the
+  positions); each target's accessor is then stored densely, as a ``sparse`` accessor (only
+  the vertices it moves) or with no data at all (moves none of a primitive's vertices),
+  whichever is smallest. ``NORMAL`` offsets are optional (``morph_normals``); without them,
+  viewers shade every expression with the base shape's normals.
 
 Every GLB the tests write passes the Khronos glTF validator with no errors.
 """
@@ -35,20 +50,25 @@ import numpy as np
 
 from facenet3d import __version__
 from facenet3d.atomic import write_bytes
-from facenet3d.export.mesh import TexturedMesh, split_uv_seams, vertex_tangents
+from facenet3d.export.mesh import TexturedMesh, split_uv_seams, surface_normals, vertex_tangents
+from facenet3d.export.parts import MeshPart
 from facenet3d.export.textures import encode_png, metallic_roughness_image, texture_pixels
 
-__all__ = ["METRES_PER_MM", "SPECULAR_COLOR_FACTOR", "encode_glb", "write_glb"]
+__all__ = ["METRES_PER_MM", "MORPH_EPSILON_MM", "SPECULAR_COLOR_FACTOR", "encode_glb", "write_glb"]
 
 METRES_PER_MM = 1e-3
+#: Morph offsets (largest component, mm) at or below this are written as zero: half a float32
+#: step of a position 100 mm from the origin is 3.7e-6 mm, so nothing a viewer shows changes,
+#: and 53 such offsets at full weight add up to under 1e-4 mm.
+MORPH_EPSILON_MM = 1e-6
 #: KHR_materials_specular computes F0 = 0.04 * specularColorFactor * texture (for IOR 1.5);
 #: this factor makes F0 equal the specular map's value.
 SPECULAR_COLOR_FACTOR = 1.0 / 0.04
 
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
-_FLOAT, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5123, 5125
+_FLOAT, _UNSIGNED_BYTE, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5121, 5123, 5125
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
-_COMPONENTS = {np.float32: _FLOAT, np.uint16: _UNSIGNED_SHORT, np.uint32: _UNSIGNED_INT}
+_COMPONENTS = {np.float32: _FLOAT, np.uint8: _UNSIGNED_BYTE, np.uint16: _UNSIGNED_SHORT, np.uint32: _UNSIGNED_INT}
 _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
 
 
@@ -90,6 +110,35 @@ class _GltfBuilder:
             # The validator checks these against the data exactly: take them from the float32 values.
             acc["min"] = [float(x) for x in array.reshape(len(array), -1).min(axis=0)]
             acc["max"] = [float(x) for x in array.reshape(len(array), -1).max(axis=0)]
+        self.doc["accessors"].append(acc)
+        return len(self.doc["accessors"]) - 1
+
+    def morph_accessor(self, offsets: np.ndarray, with_bounds: bool) -> int:
+        """Add ``(N, 3)`` float32 morph offsets as the smallest of: no data (all zero), sparse, dense.
+
+        Zero rows cost nothing in a sparse accessor (its base is zeros): only the ``c`` rows a
+        target moves are stored, as ``c`` indices and ``c`` values.
+        """
+        moved = np.flatnonzero(np.any(offsets != 0.0, axis=1))
+        n = len(offsets)
+        index_type = np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.uint32
+        sparse_bytes = len(moved) * (12 + np.dtype(index_type).itemsize)
+        if len(moved) and sparse_bytes >= n * 12:
+            return self.accessor(offsets, _ARRAY_BUFFER, with_bounds)
+        acc: dict[str, Any] = {"componentType": _FLOAT, "count": n, "type": "VEC3"}
+        if len(moved):
+            # Sparse views carry no target: they are not vertex attributes themselves.
+            values = np.ascontiguousarray(offsets[moved], dtype="<f4")
+            acc["sparse"] = {
+                "count": len(moved),
+                "indices": {"bufferView": self.buffer_view(moved.astype(np.dtype(index_type).newbyteorder("<"))
+                                                           .tobytes()),
+                            "componentType": _COMPONENTS[index_type]},
+                "values": {"bufferView": self.buffer_view(values.tobytes())},
+            }
+        if with_bounds:
+            acc["min"] = [float(x) for x in offsets.min(axis=0)]
+            acc["max"] = [float(x) for x in offsets.max(axis=0)]
         self.doc["accessors"].append(acc)
         return len(self.doc["accessors"]) - 1
 
@@ -141,48 +190,114 @@ def _material(mesh: TexturedMesh, gltf: _GltfBuilder) -> dict[str, Any]:
     return material
 
 
-def encode_glb(mesh: TexturedMesh) -> bytes:
-    """The ``.glb`` file bytes of a mesh (see the module docstring for the mapping)."""
+def _part_material(part: MeshPart) -> dict[str, Any]:
+    return {"name": part.name, "doubleSided": True, "pbrMetallicRoughness": {
+        "baseColorFactor": [*(float(c) for c in part.color), 1.0], "metallicFactor": 0.0,
+        "roughnessFactor": part.roughness}}
+
+
+class _MorphOffsets:
+    """Per-target offsets of the whole mesh in glTF units, cut out per primitive."""
+
+    def __init__(self, mesh: TexturedMesh, base_mm: np.ndarray, base_normals: np.ndarray, normals: bool):
+        self.positions = np.zeros((0, len(mesh.vertices), 3), np.float32)
+        self.normals: np.ndarray | None = None
+        if not mesh.has_morph_targets:
+            return
+        targets = mesh.morph_targets
+        small = np.abs(targets).max(axis=2, keepdims=True) <= MORPH_EPSILON_MM
+        self.positions = np.where(small, 0.0, targets.astype(np.float64) * METRES_PER_MM).astype(np.float32)
+        if normals:
+            # The normals each target alone gives, minus the base's: what exporters such as
+            # Blender write (normals do not add linearly, so mixed expressions are approximate).
+            self.normals = np.stack([
+                surface_normals(base_mm + t, mesh.triangles, mesh.parts) - base_normals for t in targets])
+            self.normals[np.abs(self.normals).max(axis=2) <= 1e-6] = 0.0
+
+    def write(self, gltf: _GltfBuilder, index: np.ndarray) -> list[dict[str, int]]:
+        """``targets`` of a primitive made of the mesh vertices ``index``."""
+        out = []
+        for k in range(len(self.positions)):
+            target = {"POSITION": gltf.morph_accessor(self.positions[k, index], with_bounds=True)}
+            if self.normals is not None:
+                target["NORMAL"] = gltf.morph_accessor(self.normals[k, index], with_bounds=False)
+            out.append(target)
+        return out
+
+
+def _primitive(gltf: _GltfBuilder, positions_mm: np.ndarray, normals: np.ndarray, index: np.ndarray,
+               triangles: np.ndarray, material: int, morphs: _MorphOffsets) -> tuple[dict[str, Any], dict[str, int]]:
+    """A triangle primitive of the mesh vertices ``index`` (``triangles`` index into ``index``)."""
+    positions = (positions_mm[index] * METRES_PER_MM).astype(np.float32)
+    attributes = {
+        "POSITION": gltf.accessor(positions, _ARRAY_BUFFER, with_bounds=True),
+        "NORMAL": gltf.accessor(normals[index], _ARRAY_BUFFER),
+    }
+    # 16-bit indices when they fit; 65535 is excluded (the primitive-restart value).
+    index_type = np.uint16 if len(positions) < 65535 else np.uint32
+    primitive: dict[str, Any] = {
+        "attributes": attributes, "material": material, "mode": 4,
+        "indices": gltf.accessor(triangles.reshape(-1).astype(index_type), _ELEMENT_ARRAY_BUFFER)}
+    targets = morphs.write(gltf, index)
+    if targets:
+        primitive["targets"] = targets
+    return primitive, attributes
+
+
+def encode_glb(mesh: TexturedMesh, morph_normals: bool = False) -> bytes:
+    """The ``.glb`` file bytes of a mesh (see the module docstring for the mapping).
+
+    Args:
+        mesh: the mesh (millimetres; written in metres).
+        morph_normals: also write ``NORMAL`` offsets for the morph targets (about doubles
+            their size; off: viewers shade every expression with the base shape's normals).
+    """
     gltf = _GltfBuilder()
-    normals = mesh.vertex_normals()
+    base = mesh.base_vertices()
+    normals = mesh.normals if mesh.normals is not None else surface_normals(base, mesh.triangles, mesh.parts)
+    morphs = _MorphOffsets(mesh, base, normals, morph_normals)
     if mesh.has_uvs:
         split = split_uv_seams(mesh.triangles, mesh.uv_triangles)
         index, triangles = split.vertex_index, split.triangles
         uvs = mesh.uvs[split.uv_index] * np.array([1.0, -1.0], np.float32) + np.array([0.0, 1.0], np.float32)
     else:
-        index, triangles, uvs = np.arange(len(mesh.vertices)), mesh.triangles, None
+        index, triangles = np.unique(mesh.triangles, return_inverse=True)
+        triangles, uvs = triangles.reshape(-1, 3), None
 
-    positions = (mesh.vertices[index].astype(np.float64) * METRES_PER_MM).astype(np.float32)
-    attributes = {
-        "POSITION": gltf.accessor(positions, _ARRAY_BUFFER, with_bounds=True),
-        "NORMAL": gltf.accessor(normals[index], _ARRAY_BUFFER),
-    }
+    gltf.doc["materials"] = [_material(mesh, gltf)]
+    skin, attributes = _primitive(gltf, base, normals, index, triangles, 0, morphs)
     if uvs is not None:
         attributes["TEXCOORD_0"] = gltf.accessor(uvs.astype(np.float32), _ARRAY_BUFFER)
     if "normal" in mesh.textures:
         # An explicit tangent frame makes the normal map read the same in every viewer.
-        tangents = vertex_tangents(mesh.vertices[index], normals[index], mesh.uvs[split.uv_index], triangles)
+        tangents = vertex_tangents(base[index], normals[index], mesh.uvs[split.uv_index], triangles)
         attributes["TANGENT"] = gltf.accessor(tangents, _ARRAY_BUFFER)
     if mesh.vertex_colors is not None and "albedo" not in mesh.textures:
         attributes["COLOR_0"] = gltf.accessor(mesh.vertex_colors[index], _ARRAY_BUFFER)
-    # 16-bit indices when they fit; 65535 is excluded (the primitive-restart value).
-    index_type = np.uint16 if len(positions) < 65535 else np.uint32
-    indices = gltf.accessor(triangles.reshape(-1).astype(index_type), _ELEMENT_ARRAY_BUFFER)
+    primitives = [skin]
+    for part in mesh.parts:
+        gltf.doc["materials"].append(_part_material(part))
+        part_index, part_triangles = np.unique(part.triangles, return_inverse=True)
+        primitives.append(_primitive(gltf, base, normals, part_index, part_triangles.reshape(-1, 3),
+                                     len(gltf.doc["materials"]) - 1, morphs)[0])
 
-    gltf.doc["materials"] = [_material(mesh, gltf)]
-    gltf.doc["meshes"] = [{"name": mesh.name, "primitives": [
-        {"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}]
+    gltf_mesh: dict[str, Any] = {"name": mesh.name, "primitives": primitives}
+    if mesh.has_morph_targets:
+        gltf_mesh["weights"] = [float(w) for w in mesh.morph_weights]
+        gltf_mesh["extras"] = {"targetNames": list(mesh.morph_names)}
+    gltf.doc["meshes"] = [gltf_mesh]
     gltf.doc["nodes"] = [{"name": mesh.name, "mesh": 0}]
     gltf.doc["scenes"] = [{"nodes": [0]}]
     gltf.doc["scene"] = 0
     return gltf.encode()
 
 
-def write_glb(mesh: TexturedMesh, path: str | Path) -> Path:
+def write_glb(mesh: TexturedMesh, path: str | Path, morph_normals: bool = False) -> Path:
     """Write a mesh as binary glTF 2.0, atomically; returns ``path``.
 
     Args:
         mesh: the mesh (millimetres; written in metres).
         path: destination ``.glb``.
+        morph_normals: also write ``NORMAL`` offsets for the morph targets (see :func:`encode_glb`).
     """
-    return write_bytes(encode_glb(mesh), path)
+    return write_bytes(encode_glb(mesh, morph_normals), path)

@@ -3,11 +3,16 @@
 Positions are millimetres in the model frame (right-handed, +y up, +z out of the face).
 UVs follow the OBJ convention (origin bottom-left) like the face models; textures are
 images with row 0 at the top (see :mod:`facenet3d.export.textures`).
+
+A mesh may carry separate parts (eyeballs, teeth, ... :class:`~facenet3d.export.parts.MeshPart`)
+over the same vertices, and morph targets (a face model's expression modes, e.g. the 53 ARKit
+blendshapes of ICT-FaceKit) with the weights that give the shape it shows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,16 +20,21 @@ import numpy as np
 
 from facenet3d.errors import ExportError
 from facenet3d.export.arrays import to_numpy
+from facenet3d.export.parts import MeshPart
 from facenet3d.export.textures import TEXTURE_CHANNELS, sample_texture
 
 __all__ = [
     "SeamSplit",
     "TexturedMesh",
     "mesh_from_face_model",
+    "model_parts",
+    "part_vertices",
     "split_uv_seams",
+    "surface_normals",
     "vertex_colors_from_texture",
     "vertex_normals",
     "vertex_tangents",
+    "with_part_colors",
 ]
 
 
@@ -49,6 +59,13 @@ class TexturedMesh:
             ``roughness``, ``normal``); float values in ``[0, 1]`` or ``uint8`` pixels.
         roughness: perceptual roughness used where there is no roughness map.
         name: mesh / material name written into the files.
+        parts: separate parts over the same vertices, each with its own flat material
+            (written as OBJ groups, glTF primitives, PLY faces); ``triangles`` is the skin.
+        morph_targets: ``(K, V, 3)`` float mm per-vertex offsets (e.g. expression modes), or None.
+        morph_names: ``K`` unique target names (e.g. ARKit blendshape names).
+        morph_weights: ``(K,)`` weights of the shape shown: ``vertices`` is the base shape plus
+            ``sum_k morph_weights[k] * morph_targets[k]`` (see :meth:`base_vertices`); zeros
+            when None.
     """
 
     vertices: Any
@@ -60,6 +77,10 @@ class TexturedMesh:
     textures: dict[str, Any] = field(default_factory=dict)
     roughness: float = 0.5
     name: str = "face"
+    parts: list[MeshPart] = field(default_factory=list)
+    morph_targets: Any = None
+    morph_names: list[str] = field(default_factory=list)
+    morph_weights: Any = None
 
     def __post_init__(self) -> None:
         def fail(problem: str) -> None:
@@ -127,16 +148,110 @@ class TexturedMesh:
         if textures and self.uvs is None:
             fail(f"textures {sorted(textures)} need uvs and uv_triangles")
         self.textures = textures
+        self.parts = list(self.parts)
+        names = [self.name] + [p.name for p in self.parts]
+        if len(set(names)) != len(names):
+            fail(f"part names must be unique and differ from the mesh's: {names}")
+        for part in self.parts:
+            if part.triangles.max() >= v:
+                fail(f"part {part.name!r} indexes a vertex outside 0..{v - 1}")
+        self.morph_names = [str(n) for n in self.morph_names]
+        if self.morph_targets is None:
+            if self.morph_names or self.morph_weights is not None:
+                fail("morph_names and morph_weights need morph_targets")
+            return
+        targets = to_numpy(self.morph_targets, np.float32)
+        if targets.ndim != 3 or targets.shape[1:] != (v, 3):
+            fail(f"morph_targets has shape {targets.shape}, expected (K, {v}, 3)")
+        if not np.isfinite(targets).all():
+            fail("morph_targets holds NaN or infinite values")
+        k = len(targets)
+        if len(self.morph_names) != k or len(set(self.morph_names)) != k or not all(self.morph_names):
+            fail(f"morph_names must be {k} unique non-empty names, got {len(self.morph_names)}")
+        self.morph_targets = targets
+        weights = np.zeros(k, np.float32) if self.morph_weights is None else to_numpy(self.morph_weights, np.float32)
+        if weights.shape != (k,) or not np.isfinite(weights).all():
+            fail(f"morph_weights must be {k} finite values, got shape {weights.shape}")
+        self.morph_weights = weights
 
     @property
     def has_uvs(self) -> bool:
         return self.uvs is not None
 
+    @property
+    def has_morph_targets(self) -> bool:
+        return self.morph_targets is not None and len(self.morph_targets) > 0
+
     def vertex_normals(self) -> np.ndarray:
-        """``(V, 3)`` float32 unit normals: the given ones, or area-weighted ones from the triangles."""
+        """``(V, 3)`` float32 unit normals: the given ones, or :func:`surface_normals` of the vertices."""
         if self.normals is not None:
             return self.normals
-        return vertex_normals(self.vertices, self.triangles)
+        return surface_normals(self.vertices, self.triangles, self.parts)
+
+    def base_vertices(self) -> np.ndarray:
+        """``(V, 3)`` float64 mm: the shape with every morph weight zero (``vertices`` without targets).
+
+        For a face model's expression modes this is the neutral face of the identity.
+        """
+        base = self.vertices.astype(np.float64)
+        if self.has_morph_targets:
+            base -= np.tensordot(self.morph_weights.astype(np.float64), self.morph_targets, axes=1)
+        return base
+
+
+def surface_normals(vertices: np.ndarray, triangles: np.ndarray, parts: Sequence[MeshPart] = ()) -> np.ndarray:
+    """Vertex normals of a mesh with separate parts: each vertex's from the surface it belongs to.
+
+    Args:
+        vertices: ``(V, 3)`` positions.
+        triangles: ``(F, 3)`` skin triangles.
+        parts: parts over the same vertices; a vertex in no skin triangle takes the normal
+            of the (last) part that uses it, so parts never bend the skin's normals.
+
+    Returns:
+        ``(V, 3)`` float32 unit normals (see :func:`vertex_normals`).
+    """
+    normals = vertex_normals(vertices, triangles)
+    for part, own in zip(parts, part_vertices(triangles, parts, len(vertices)), strict=True):
+        normals[own] = vertex_normals(vertices, part.triangles)[own]
+    return normals
+
+
+def part_vertices(triangles: np.ndarray, parts: Sequence[MeshPart], num_vertices: int) -> list[np.ndarray]:
+    """For each part, the sorted vertices it uses that no skin triangle uses.
+
+    Those vertices take the part's normal and colour in formats with one per vertex (OBJ, PLY);
+    a vertex shared with the skin keeps the skin's.
+
+    Args:
+        triangles: ``(F, 3)`` skin triangles.
+        parts: the parts.
+        num_vertices: ``V``.
+    """
+    in_skin = np.zeros(num_vertices, bool)
+    in_skin[np.asarray(triangles).reshape(-1)] = True
+    out = []
+    for part in parts:
+        index = np.unique(part.triangles)
+        out.append(index[~in_skin[index]])
+    return out
+
+
+def with_part_colors(mesh: TexturedMesh, colors: np.ndarray, part_colors: list[np.ndarray]) -> np.ndarray:
+    """Per-vertex colours of a mesh with parts: the skin's ``colors`` and each part's flat colour.
+
+    Args:
+        mesh: the mesh.
+        colors: ``(V, C)`` skin colours in the file's encoding.
+        part_colors: one ``(C,)`` colour per part of ``mesh.parts``, in the same encoding.
+
+    Returns:
+        ``(V, C)``: a copy of ``colors`` with the parts' own vertices (:func:`part_vertices`) recoloured.
+    """
+    out = np.array(colors, copy=True)
+    for color, own in zip(part_colors, part_vertices(mesh.triangles, mesh.parts, len(mesh.vertices)), strict=True):
+        out[own] = color
+    return out
 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -276,6 +391,18 @@ def vertex_colors_from_texture(mesh: TexturedMesh, name: str = "albedo") -> np.n
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
+def model_parts(model: Any) -> dict[str, np.ndarray]:
+    """A face model's separate parts, name -> ``(Fp, 3)`` int64 triangles, in name order.
+
+    Works on a :class:`~facenet3d.facemodel.MorphableModel` (``part_names`` / ``part()``) and on
+    plain :class:`~facenet3d.facemodel.FaceModelArrays` (``parts``, the torch-free runtime's).
+    """
+    if hasattr(model, "part_names"):
+        return {name: to_numpy(model.part(name)).astype(np.int64) for name in model.part_names}
+    parts = getattr(model, "parts", None) or {}
+    return {name: to_numpy(parts[name]).astype(np.int64) for name in sorted(parts)}
+
+
 def mesh_from_face_model(
     model: Any,
     vertices: Any,
@@ -284,12 +411,21 @@ def mesh_from_face_model(
     roughness: Any = None,
     normal_map: Any = None,
     name: str = "face",
+    expression: Any = None,
+    morph_targets: bool | None = None,
+    include_parts: bool = True,
 ) -> TexturedMesh:
     """Build a :class:`TexturedMesh` from a :class:`~facenet3d.facemodel.MorphableModel` and a shape.
 
+    The skin (the model's ``triangles``) carries the UVs and maps; the model's separate parts
+    (eyeballs, teeth, ...) come along with flat materials (:func:`~facenet3d.export.parts.part_material`),
+    and its expression modes become morph targets. Vertices used by no written triangle (e.g.
+    the parts' with ``include_parts=False``) are dropped, the others keep the model's order.
+
     Args:
         model: the face model (its ``triangles``, ``uvs``, ``uv_triangles`` buffers and,
-            for missing maps, its mean albedo / specular / roughness are used).
+            for missing maps, its mean albedo / specular / roughness are used), or its
+            :class:`~facenet3d.facemodel.FaceModelArrays`.
         vertices: ``(V, 3)`` or ``(1, V, 3)`` mm, e.g. ``model.decode(...)``.
         albedo: diffuse albedo, linear RGB: ``(H, W, 3)`` UV map for a UV albedo space,
             ``(V, 3)`` for a per-vertex one (written as vertex colours); a leading batch
@@ -301,6 +437,15 @@ def mesh_from_face_model(
         normal_map: ``(H, W, 3)`` encoded tangent-space normal map (see
             :func:`~facenet3d.export.textures.encode_normal_map`).
         name: mesh and material name in the files.
+        expression: ``(Ke,)`` or ``(1, Ke)`` expression coefficients of ``vertices`` (fewer
+            columns: the rest are zero). They become the morph weights, so the base mesh of a
+            GLB is ``vertices`` minus the weighted modes (the neutral face) and the asset opens
+            showing ``vertices``. None: zero weights, ``vertices`` is the base.
+        morph_targets: write the expression modes as morph targets (mm offsets per unit
+            coefficient) named by ``model.expression_names`` (``expression_000``... for a model
+            without names). None: when the model names its expressions.
+        include_parts: write the model's separate parts (see
+            :attr:`~facenet3d.facemodel.FaceModelArrays.parts`).
     """
     space = getattr(model, "albedo_space", "none")
 
@@ -345,13 +490,58 @@ def mesh_from_face_model(
             roughness_value = float(r.reshape(-1)[0]) if r.size == 1 else float(r.mean())
     if normal_map is not None:
         textures["normal"] = to_numpy(normal_map)
+
+    triangles = to_numpy(model.triangles).astype(np.int64)
+    parts = model_parts(model) if include_parts else {}
+    targets, names, weights = _expression_targets(model, len(verts), expression, morph_targets)
+    used = np.unique(np.concatenate([triangles.reshape(-1), *(t.reshape(-1) for t in parts.values())]))
+    if len(used) < len(verts):
+        # Drop what no written triangle uses (a part left out, unused helper geometry), keeping the order.
+        new_index = np.full(len(verts), -1, np.int64)
+        new_index[used] = np.arange(len(used))
+        triangles = new_index[triangles]
+        parts = {n: new_index[t] for n, t in parts.items()}
+        verts = verts[used]
+        vertex_colors = None if vertex_colors is None else vertex_colors[used]
+        targets = None if targets is None else targets[:, used]
     return TexturedMesh(
         vertices=verts,
-        triangles=to_numpy(model.triangles),
+        triangles=triangles,
         uvs=to_numpy(model.uvs) if has_uvs else None,
         uv_triangles=to_numpy(model.uv_triangles) if has_uvs else None,
         vertex_colors=vertex_colors,
         textures=textures,
         roughness=float(np.clip(roughness_value, 0.0, 1.0)),
         name=name,
+        parts=[MeshPart(n, t) for n, t in parts.items()],
+        morph_targets=targets,
+        morph_names=names,
+        morph_weights=weights,
     )
+
+
+def _expression_targets(model: Any, num_vertices: int, expression: Any, enabled: bool | None
+                        ) -> tuple[np.ndarray | None, list[str], np.ndarray | None]:
+    """``(Ke, V, 3)`` mm modes, their names and ``(Ke,)`` weights of a model, or ``(None, [], None)``."""
+    names = list(getattr(model, "expression_names", None) or [])
+    basis = getattr(model, "expression_basis", None)
+    if enabled is None:
+        enabled = bool(names)
+    if not enabled or basis is None:
+        return None, [], None
+    # MorphableModel keeps the basis flattened to (Ke, 3V), FaceModelArrays as (Ke, V, 3).
+    basis = to_numpy(basis, np.float32)
+    basis = basis.reshape(len(basis), -1, 3)
+    ke = len(basis)
+    if ke == 0:
+        return None, [], None
+    if basis.shape[1] != num_vertices:
+        raise ExportError(None, f"expression modes have {basis.shape[1]} vertices, the shape {num_vertices}")
+    names = names or [f"expression_{k:03d}" for k in range(ke)]
+    weights = np.zeros(ke, np.float32)
+    if expression is not None:
+        given = to_numpy(expression, np.float32).reshape(-1)
+        if len(given) > ke:
+            raise ExportError(None, f"{len(given)} expression coefficients for {ke} modes")
+        weights[:len(given)] = given
+    return basis, names, weights

@@ -22,6 +22,12 @@ Choices, because MTL has no single PBR standard:
   else 0.04, the reflectance of a skin-like dielectric).
 * Vertex colours, for meshes without UVs (per-vertex albedo models such as BFM), go on
   the ``v`` lines as ``v x y z r g b`` in sRGB, the extension MeshLab, Blender and trimesh read.
+* Parts (eyeballs, teeth, ...) follow the skin as ``o``/``g`` groups named by the part, each
+  with ``usemtl`` of its own flat material (``Kd`` = the part's linear base colour, as
+  Blender reads and writes ``Kd``; ``Pr`` its roughness). They share the ``v`` and ``vn``
+  lines (one per vertex) and have no ``vt``. With parts the MTL is written even without
+  texture maps (the skin's material is then plain white, ``Kd 1``); with vertex colours the
+  parts' vertices carry their part's colour.
 
 Files are written textures first, then the MTL, then the OBJ, each atomically: an OBJ that
 exists is complete and so is everything it references.
@@ -36,7 +42,7 @@ import numpy as np
 from facenet3d import __version__
 from facenet3d.atomic import write_bytes, write_text
 from facenet3d.errors import ExportError
-from facenet3d.export.mesh import TexturedMesh
+from facenet3d.export.mesh import TexturedMesh, with_part_colors
 from facenet3d.export.textures import encode_png, linear_to_srgb, texture_pixels
 
 __all__ = ["MTL_KEYS", "write_obj"]
@@ -57,6 +63,19 @@ def _rows(prefix: str, array: np.ndarray, fmt: str) -> str:
     return "".join(line % tuple(row) for row in array.tolist())
 
 
+def _material_lines(name: str, kd: np.ndarray, ks: float, roughness: float) -> list[str]:
+    return [
+        f"newmtl {name}",
+        "Kd {:.6f} {:.6f} {:.6f}".format(*kd),
+        f"Ks {ks:.6f} {ks:.6f} {ks:.6f}",
+        f"Ns {1000.0 * (1.0 - roughness) ** 2:.6f}",
+        f"Pr {roughness:.6f}",
+        "Pm 0.000000",
+        "d 1.000000",
+        "illum 2",
+    ]
+
+
 def _mtl_text(mesh: TexturedMesh, texture_files: dict[str, str]) -> str:
     rough = mesh.textures.get("roughness")
     if rough is None:
@@ -64,19 +83,12 @@ def _mtl_text(mesh: TexturedMesh, texture_files: dict[str, str]) -> str:
     else:
         mean_roughness = float(rough.mean() / (255.0 if rough.dtype == np.uint8 else 1.0))
     ks = 1.0 if "specular" in texture_files else 0.04
-    lines = [
-        f"# facenet3d {__version__}: material",
-        f"newmtl {mesh.name}",
-        "Kd 1.000000 1.000000 1.000000",
-        f"Ks {ks:.6f} {ks:.6f} {ks:.6f}",
-        f"Ns {1000.0 * (1.0 - mean_roughness) ** 2:.6f}",
-        f"Pr {mean_roughness:.6f}",
-        "Pm 0.000000",
-        "d 1.000000",
-        "illum 2",
-    ]
+    lines = [f"# facenet3d {__version__}: material"]
+    lines += _material_lines(mesh.name, np.ones(3), ks, mean_roughness)
     for name, file_name in texture_files.items():
         lines += [f"{key} {file_name}" for key in MTL_KEYS[name]]
+    for part in mesh.parts:
+        lines += ["", *_material_lines(part.name, part.color, 0.04, part.roughness)]
     return "\n".join(lines) + "\n"
 
 
@@ -111,29 +123,35 @@ def write_obj(mesh: TexturedMesh, path: str | Path, texture_prefix: str = "") ->
             png_path = path.parent / texture_files[name]
             png = encode_png(texture_pixels(name, mesh.textures[name]), source=png_path)
             written.append(write_bytes(png, png_path))
-    if texture_files:
+    with_mtl = bool(texture_files or mesh.parts)
+    if with_mtl:
         written.insert(0, write_text(_mtl_text(mesh, texture_files), mtl_path))
 
-    parts = [_HEADER.format(version=__version__, what="mesh")]
-    if texture_files:
-        parts.append(f"mtllib {mtl_path.name}\n")
-    parts.append(f"o {mesh.name}\n")
+    text = [_HEADER.format(version=__version__, what="mesh")]
+    if with_mtl:
+        text.append(f"mtllib {mtl_path.name}\n")
+    text.append(f"o {mesh.name}\n")
     if mesh.vertex_colors is not None:
-        parts.append(_rows("v", np.concatenate([mesh.vertices, linear_to_srgb(mesh.vertex_colors)], axis=1),
-                           "%.9g %.9g %.9g %.6f %.6f %.6f"))
+        part_colors = [linear_to_srgb(p.color) for p in mesh.parts]
+        colors = with_part_colors(mesh, linear_to_srgb(mesh.vertex_colors), part_colors)
+        text.append(_rows("v", np.concatenate([mesh.vertices, colors], axis=1), "%.9g %.9g %.9g %.6f %.6f %.6f"))
     else:
-        parts.append(_rows("v", mesh.vertices, "%.9g %.9g %.9g"))
+        text.append(_rows("v", mesh.vertices, "%.9g %.9g %.9g"))
     if mesh.has_uvs:
-        parts.append(_rows("vt", mesh.uvs, "%.9g %.9g"))
-    parts.append(_rows("vn", mesh.vertex_normals(), "%.7g %.7g %.7g"))
-    if texture_files:
-        parts.append(f"usemtl {mesh.name}\n")
+        text.append(_rows("vt", mesh.uvs, "%.9g %.9g"))
+    text.append(_rows("vn", mesh.vertex_normals(), "%.7g %.7g %.7g"))
+    if with_mtl:
+        text.append(f"usemtl {mesh.name}\n")
     # OBJ indices start at 1; normals are per vertex, so a corner's vn index is its v index.
     v = mesh.triangles + 1
     if mesh.has_uvs:
         corners = np.stack([v, mesh.uv_triangles + 1, v], axis=2).reshape(-1, 9)
-        parts.append(_rows("f", corners, "%d/%d/%d %d/%d/%d %d/%d/%d"))
+        text.append(_rows("f", corners, "%d/%d/%d %d/%d/%d %d/%d/%d"))
     else:
-        parts.append(_rows("f", np.stack([v, v], axis=2).reshape(-1, 6), "%d//%d %d//%d %d//%d"))
-    written.insert(0, write_text("".join(parts), path))
+        text.append(_rows("f", np.stack([v, v], axis=2).reshape(-1, 6), "%d//%d %d//%d %d//%d"))
+    for part in mesh.parts:
+        v = part.triangles + 1
+        text.append(f"o {part.name}\ng {part.name}\nusemtl {part.name}\n")
+        text.append(_rows("f", np.stack([v, v], axis=2).reshape(-1, 6), "%d//%d %d//%d %d//%d"))
+    written.insert(0, write_text("".join(text), path))
     return written

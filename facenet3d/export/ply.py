@@ -5,6 +5,10 @@ has colour ``red green blue`` uchar, sRGB-encoded as display tools expect. The c
 the mesh's vertex colours, or else its albedo texture baked per vertex
 (:func:`~facenet3d.export.mesh.vertex_colors_from_texture`), so a UV-textured face still
 opens coloured. Faces: ``vertex_indices`` as a uchar-counted list of int.
+
+Parts (eyeballs, teeth, ...) add their triangles after the skin's, and their vertices take
+the part's flat colour (the skin is white when it has no colour of its own), so a PLY of a
+head shows its eyes and teeth in any viewer.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 
 from facenet3d import __version__
 from facenet3d.atomic import write_bytes
-from facenet3d.export.mesh import TexturedMesh, vertex_colors_from_texture
+from facenet3d.export.mesh import TexturedMesh, vertex_colors_from_texture, with_part_colors
 from facenet3d.export.textures import linear_to_srgb, quantize
 
 __all__ = ["encode_ply", "ply_vertex_colors", "write_ply"]
@@ -23,14 +27,20 @@ __all__ = ["encode_ply", "ply_vertex_colors", "write_ply"]
 
 def ply_vertex_colors(mesh: TexturedMesh) -> np.ndarray | None:
     """``(V, 3)`` uint8 sRGB colours a PLY export carries, or None when the mesh has no colour."""
+    colors = None
     if mesh.vertex_colors is not None:
-        return quantize(linear_to_srgb(mesh.vertex_colors))
-    if "albedo" in mesh.textures:
+        colors = quantize(linear_to_srgb(mesh.vertex_colors))
+    elif "albedo" in mesh.textures:
         baked = vertex_colors_from_texture(mesh, "albedo")
         if mesh.textures["albedo"].dtype == np.uint8:  # pixels are sRGB already
-            return np.round(baked).astype(np.uint8)
-        return quantize(linear_to_srgb(baked))
-    return None
+            colors = np.round(baked).astype(np.uint8)
+        else:
+            colors = quantize(linear_to_srgb(baked))
+    if not mesh.parts:
+        return colors
+    if colors is None:
+        colors = np.full((len(mesh.vertices), 3), 255, np.uint8)
+    return with_part_colors(mesh, colors, [quantize(linear_to_srgb(p.color)) for p in mesh.parts])
 
 
 def encode_ply(mesh: TexturedMesh) -> bytes:
@@ -47,9 +57,10 @@ def encode_ply(mesh: TexturedMesh) -> bytes:
     if colors is not None:
         for i, channel in enumerate(("red", "green", "blue")):
             vertices[channel] = colors[:, i]
-    faces = np.empty(len(mesh.triangles), dtype=[("count", "u1"), ("indices", "<i4", (3,))])
+    triangles = np.concatenate([mesh.triangles, *(p.triangles for p in mesh.parts)])
+    faces = np.empty(len(triangles), dtype=[("count", "u1"), ("indices", "<i4", (3,))])
     faces["count"] = 3
-    faces["indices"] = mesh.triangles
+    faces["indices"] = triangles
     ply_types = {"<f4": "float", "u1": "uchar"}
     header = [
         "ply",

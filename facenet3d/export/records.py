@@ -6,7 +6,7 @@ both call :func:`params_record` with numpy arrays, so the two files cannot drift
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ CAMERA_CONVENTION = ("OpenGL camera looking down -z, +y up; pixel origin top-lef
 def params_record(params: Mapping[str, np.ndarray], *, rotation: np.ndarray, translation: np.ndarray,
                   camera: ImageCamera, crop_size: int, crop_forward: np.ndarray, detection_box: np.ndarray,
                   detection_score: float, refine: str, seconds: Mapping[str, float],
-                  model_name: str = "") -> dict:
+                  model_name: str = "", expression_names: Sequence[str] = ()) -> dict:
     """The JSON-able ``params.json`` content of one face.
 
     Args:
@@ -38,15 +38,22 @@ def params_record(params: Mapping[str, np.ndarray], *, rotation: np.ndarray, tra
         refine: ``"none"``, ``"fast"``, ``"full"`` or a preset path.
         seconds: time per stage.
         model_name: the face model's name or spec.
+        expression_names: the model's names of its expression modes (ICT-FaceKit: ARKit
+            blendshape names); when given, ``expression_by_name`` maps each to its
+            coefficient (0 for modes without one), beside the raw ``expression`` list.
     """
     def values(name: str) -> list:
         return np.asarray(params[name]).tolist()
 
     ypr = matrix_to_euler(np.asarray(rotation, np.float64)).tolist()
+    named = {}
+    if expression_names:
+        named = {"expression_by_name": expression_by_name(params["expression"], expression_names)}
     return {
         "face_model": model_name,
         "identity": values("identity"),
         "expression": values("expression"),
+        **named,
         "albedo": values("albedo"),
         "sh": values("sh"),
         "specular_scale": float(np.asarray(params["specular"]).reshape(-1)[0]),
@@ -68,3 +75,20 @@ def params_record(params: Mapping[str, np.ndarray], *, rotation: np.ndarray, tra
         "refine": refine,
         "seconds": {k: round(float(v), 4) for k, v in seconds.items()},
     }
+
+
+def expression_by_name(expression: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Expression coefficients keyed by mode name, in the model's order.
+
+    Args:
+        expression: ``(Ke',)`` coefficients, ``Ke' <= len(names)`` (the missing trailing ones are 0,
+            as in :meth:`~facenet3d.facemodel.MorphableModel.decode`).
+        names: the ``Ke`` mode names.
+
+    Raises:
+        ValueError: more coefficients than names.
+    """
+    values = np.asarray(expression, np.float64).reshape(-1)
+    if len(values) > len(names):
+        raise ValueError(f"{len(values)} expression coefficients for {len(names)} named modes")
+    return {str(name): float(values[k]) if k < len(values) else 0.0 for k, name in enumerate(names)}

@@ -110,6 +110,19 @@ class MorphableModel(nn.Module):
     def metadata(self) -> dict[str, Any]:
         return self.arrays_metadata
 
+    @property
+    def expression_bounds(self) -> tuple[float, float] | None:
+        """``(low, high)`` of every expression coefficient when they are bounded (blendshape
+        weights: ``(0, 1)``), else None (PCA coefficients)."""
+        bounds = self.arrays_metadata.get("expression_bounds")
+        return None if bounds is None else (float(bounds[0]), float(bounds[1]))
+
+    def clamp_expression_(self, expression: torch.Tensor) -> torch.Tensor:
+        """Clamp ``(B, Ke)`` expression coefficients into :attr:`expression_bounds`, in place."""
+        if self.expression_bounds is not None:
+            expression.clamp_(*self.expression_bounds)
+        return expression
+
     def region(self, name: str) -> torch.Tensor:
         """``(V,)`` bool mask of a named region (e.g. ``"face"``, ``"eyes"``, ``"mouth"``)."""
         if name not in self.region_names:

@@ -23,7 +23,7 @@ _FORMATS: dict[str, Loader] = {"native": load_native}
 #: Folder of the shipped artifacts (``weights/`` at the repository root, or inside the
 #: installed package data).
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_MODEL_FILE = "facenet3d_face_v1.npz"
+DEFAULT_MODEL_FILE = "facenet3d_head_v2.npz"
 
 
 def register_format(name: str) -> Callable[[Loader], Loader]:
@@ -45,6 +45,12 @@ def available_formats() -> list[str]:
 def default_model_path() -> Path:
     """Path of the shipped default face model."""
     return WEIGHTS_DIR / DEFAULT_MODEL_FILE
+
+
+def shipped_model_path(name: str) -> Path:
+    """Path of a shipped face model by name (e.g. ``"facenet3d_face_v1"``, the model the v2
+    regressors were trained for); the file may be absent from a trimmed install."""
+    return WEIGHTS_DIR / f"{Path(name).name}.npz"
 
 
 def load_face_model(spec: str | Path = "default", **options) -> MorphableModel:

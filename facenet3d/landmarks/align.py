@@ -172,13 +172,45 @@ def align_face(image: np.ndarray | LoadedImage, landmarks68: np.ndarray, size: i
         when the crop scale is below 1/2, so that faces in large photos do not alias; black
         outside the photo).
     """
+    return crop_image(image, alignment_matrix(landmarks68, size), size)
+
+
+def box_alignment_matrix(box: np.ndarray, size: int = DEFAULT_CROP_SIZE) -> np.ndarray:
+    """``(2, 3)`` scale + shift taking a face box (photo px) onto the canonical template's box.
+
+    For a face known only by its box (a benchmark's protocol crop, no detection): the box's
+    centre goes to the centre of :func:`canonical_template`'s bounding box and its longer side
+    to that box's longer side (a turned face's box narrows, its height stays). No rotation:
+    a box says nothing about roll.
+
+    Args:
+        box: ``(4,)`` ``x0, y0, x1, y1`` of the face's 68 points, photo px.
+    """
+    x0, y0, x1, y1 = np.asarray(box, np.float64)[:4]
+    t = canonical_template(size)
+    lo, hi = t.min(0), t.max(0)
+    s = float((hi - lo).max()) / max(x1 - x0, y1 - y0, 1e-6)
+    c = (lo + hi) / 2
+    return np.array([[s, 0.0, c[0] - s * (x0 + x1) / 2], [0.0, s, c[1] - s * (y0 + y1) / 2]])
+
+
+def crop_image(image: np.ndarray | LoadedImage, forward: np.ndarray, size: int = DEFAULT_CROP_SIZE) -> AlignedFace:
+    """Cut the ``size`` x ``size`` crop that ``forward`` (photo px -> crop px) maps to.
+
+    Args:
+        image: as :func:`align_face`'s.
+        forward: ``(2, 3)`` similarity in the original photo's pixels.
+
+    Returns:
+        :class:`AlignedFace`, resampled as :func:`align_face` describes.
+    """
     import cv2
 
     if isinstance(image, LoadedImage):
         pixels, px_scale = image.pixels, image.scale  # photo px per pixel of `pixels`
     else:
         pixels, px_scale = np.asarray(image), np.ones(2)
-    fwd = alignment_matrix(landmarks68, size)
+    fwd = np.asarray(forward, np.float64)
     m = fwd @ _diag3(px_scale)  # pixels -> crop
     shrink = 1.0 / np.sqrt(abs(np.linalg.det(m[:, :2])))
     if shrink > 2.0:

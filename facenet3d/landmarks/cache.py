@@ -121,21 +121,24 @@ def process_photo(path: str | os.PathLike, detector, size: int = DEFAULT_CROP_SI
     return meta, face_crop_arrays(image, face, size)
 
 
-def face_crop_arrays(image, face, size: int = DEFAULT_CROP_SIZE) -> dict[str, np.ndarray]:
+def face_crop_arrays(image, face, size: int = DEFAULT_CROP_SIZE, forward: np.ndarray | None = None
+                     ) -> dict[str, np.ndarray]:
     """The aligned crop of one detected face with its landmarks, masks and transforms.
 
     Args:
         image: the photo (``(H, W, 3)`` uint8 or a ``LoadedImage``).
         face: a :class:`~facenet3d.landmarks.detect.DetectedFace` in original photo pixels.
         size: crop side, px.
+        forward: ``(2, 3)`` photo px -> crop px to crop with instead of aligning the face's
+            landmarks (e.g. :func:`~facenet3d.landmarks.align.box_alignment_matrix`).
 
     Returns:
         The arrays of :func:`array_specs` (without the leading item axis).
     """
-    from facenet3d.landmarks.align import align_face
+    from facenet3d.landmarks.align import align_face, crop_image
     from facenet3d.landmarks.masks import face_and_skin_masks
 
-    aligned = align_face(image, face.landmarks68, size)
+    aligned = align_face(image, face.landmarks68, size) if forward is None else crop_image(image, forward, size)
     in_crop = face.transformed(aligned.forward)
     face_m, skin_m = face_and_skin_masks(in_crop.landmarks478, (size, size))
     return {"crop": aligned.crop, "landmarks478": in_crop.landmarks478, "landmarks68": in_crop.landmarks68,
@@ -205,9 +208,11 @@ def collect_photos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 class _CacheWriter:
     """Appends finished photos to shards and keeps the manifest up to date."""
 
-    def __init__(self, root: Path, size: int, shard_size: int):
+    def __init__(self, root: Path, size: int, shard_size: int,
+                 specs: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None):
         self.root, self.size, self.shard_size = root, size, shard_size
-        self.specs = array_specs(size)
+        # Other caches in this layout (the training's labelled crops) store more arrays per item.
+        self.specs = array_specs(size) if specs is None else specs
         (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self.manifest = self._load_or_create()
         self.buffer: list[tuple[dict, dict[str, np.ndarray]]] = []

@@ -161,6 +161,15 @@ class FaceDetector:
             self._pid = os.getpid()
         return self._graphs
 
+    def warm_up(self) -> None:
+        """Build the graphs now and run each once on a blank image: their first run starts the
+        TensorFlow Lite interpreters, which print start-up messages (callers may silence them,
+        see :func:`facenet3d.batch.quiet_detector`)."""
+        with self._lock:
+            blank = np.zeros((64, 64, 3), np.uint8)
+            for graph in self._get_graphs().values():
+                graph.process(blank)
+
     def detect(self, image: np.ndarray | LoadedImage, source: str | None = None) -> list[DetectedFace]:
         """Every face of a photo, largest first.
 

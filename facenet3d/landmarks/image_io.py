@@ -13,6 +13,7 @@ raise :class:`~facenet3d.errors.ImageReadError` naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,11 @@ def read_image(path: str | os.PathLike, max_side: int | None = None) -> LoadedIm
                 # Requests the smallest DCT scale (1/2, 1/4, 1/8) that is still >= the target.
                 im.draft("RGB", _target_size(im.size, max_side))
             im.load()  # decodes now, so a truncated file raises here rather than later
+            if max_side is not None and max(im.size) >= 2 * max_side:
+                # Formats without reduced decoding (PNG, TIFF, ...): shrink by an integer box
+                # filter inside Pillow before any numpy copy of the full raster is made.
+                with contextlib.suppress(ValueError):  # modes reduce() does not support
+                    im = im.reduce(max(im.size) // max_side)
             im = ImageOps.exif_transpose(im)
             pixels = _to_rgb8(im)
     except ImageReadError:

@@ -185,6 +185,26 @@ def load_regressor(path_or_name: str | Path = "default", face_model: MorphableMo
 
 
 
+def face_model_for(path_or_name: str | Path = "default", model: MorphableModel | str | Path = "default"
+                   ) -> MorphableModel:
+    """The face model to use with the regressor weights ``path_or_name``.
+
+    ``model="default"`` means the face model the weights were trained for when it is shipped
+    (``weights/<name>.npz``), else the shipped default head; any other spec (or a model) is
+    taken as given and checked against the weights when they are loaded.
+    """
+    from facenet3d.facemodel import load_face_model
+    from facenet3d.facemodel.registry import shipped_model_path
+
+    if isinstance(model, MorphableModel):
+        return model
+    if str(model) == "default":
+        info = RegressorInfo.from_dict(read_regressor_metadata(_resolve(path_or_name))["regressor"])
+        if info.face_model and shipped_model_path(info.face_model).is_file():
+            return load_face_model(shipped_model_path(info.face_model))
+    return load_face_model(model)
+
+
 def load_pretrained(path_or_name: str | Path = "default", face_model: MorphableModel | str | Path | None = None,
                     device: torch.device | str = "cpu") -> tuple[FaceRegressor, MorphableModel]:
     """A regressor and the face model it predicts for, checked to belong together.
@@ -192,24 +212,14 @@ def load_pretrained(path_or_name: str | Path = "default", face_model: MorphableM
     Args:
         path_or_name: a ``.safetensors`` path or a shipped name (:data:`PRETRAINED`).
         face_model: the face model, or a spec for :func:`~facenet3d.facemodel.load_face_model`;
-            by default the one named in the weights, ``weights/<name>.npz`` (the shipped default
-            model is ``facenet3d_face_v1``).
+            by default the one named in the weights (:func:`face_model_for`).
         device: where to put both.
 
     Raises:
         WeightsError: see :func:`load_regressor`; also when the named face model is not installed.
         FaceModelFormatError: the face model file cannot be read.
     """
-    from facenet3d.facemodel import load_face_model
-
     path = _resolve(path_or_name)
-    info = RegressorInfo.from_dict(read_regressor_metadata(path)["regressor"])
-    if face_model is None:
-        candidate = WEIGHTS_DIR / f"{info.face_model}.npz"
-        if not info.face_model or not candidate.is_file():
-            raise WeightsError(f"{path}: the face model {info.face_model!r} it was trained for is not in "
-                               f"{WEIGHTS_DIR}; pass face_model=")
-        face_model = candidate
-    model = face_model if isinstance(face_model, MorphableModel) else load_face_model(face_model)
+    model = face_model_for(path, "default" if face_model is None else face_model)
     regressor = load_regressor(path, face_model=model, device=device)
     return regressor, model.to(device)

@@ -10,10 +10,11 @@ def run(args: argparse.Namespace) -> int:
     from facenet3d.errors import Facenet3DError
     from facenet3d.facemodel import load_face_model
     from facenet3d.network import create_regressor, load_regressor
+    from facenet3d.network.weights import face_model_for
     from facenet3d.onnx.export import export_onnx
 
     try:
-        model = load_face_model(args.model)
+        model = load_face_model(args.model) if args.untrained else face_model_for(args.weights, args.model)
         if args.untrained:
             regressor = create_regressor(args.untrained, model)
             weights = {"source": f"untrained:{args.untrained}",

@@ -58,6 +58,9 @@ class MapStageConfig:
     consistency_weight: float = 0.5  # pull towards the statistical albedo of stage B
     displacement_weight: float = 0.1
     max_displacement_mm: float = 2.0
+    outlier_threshold: float = 3.0  # robust z-score of a pixel's residual beyond which it is no skin evidence; 0: off
+    specular_prior_weight: float = 0.5  # pull of the specular map towards its regional prior
+    roughness_prior_weight: float = 0.5  # pull of the roughness map towards its regional prior
 
 
 @dataclass

@@ -124,7 +124,7 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
             if config.depth_weight > 0:
                 # MediaPipe's z is relative, in pixel scale, positive away from the camera:
                 # compare centred depths.
-                z_cam = dec.vertices_camera[:, -n:, 2]  # the dense landmarks come last
+                z_cam = dec.landmarks_dense_camera[..., 2]
                 z_px = -z_cam * camera.focal[:, :1] / (-params.translation[:, 2:3])
                 z_px = z_px - z_px.mean(1, keepdim=True)
                 z_t = depth_target[:, :n] - depth_target[:, :n].mean(1, keepdim=True)
@@ -132,6 +132,8 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
         return loss + config.identity_prior * coefficient_prior(identity) \
             + config.expression_prior * coefficient_prior(expression)
 
-    minimise([identity, expression, rotation, translation], loss_fn, config.iterations, config.lr, progress)
+    model.clamp_expression_(expression.data)
+    minimise([identity, expression, rotation, translation], loss_fn, config.iterations, config.lr, progress,
+             project=lambda: model.clamp_expression_(expression))
     return FaceParams(identity.detach(), expression.detach(), init.albedo, rotation.detach(),
                       translation.detach() * 100.0, init.sh, init.specular, init.roughness)

@@ -1,19 +1,34 @@
 """Stage C: per-texel UV maps — diffuse albedo, specular albedo, roughness and displacement.
 
-Starting from stage B's statistical albedo and the specular/roughness priors, every texel of
-the maps is optimised through the renderer, regularised so that what the photo does not
-determine stays at the prior:
+Starting from stage B's statistical albedo and the regional specular/roughness priors
+(:mod:`facenet3d.refine.priors`), every texel of the maps is optimised through the renderer,
+regularised so that what the photo does not determine stays at the prior.
 
-- *smoothness*: squared Laplacian of the albedo change and of the displacement, total
-  variation of specular and roughness;
-- *symmetry*: difference to the left/right mirrored maps (for a symmetric UV layout, as the
-  default model's);
-- *consistency*: squared change from the statistical albedo.
+*What the photo may teach.* The data term covers the skin mask of the photo (eyes, brows,
+nostrils and mouth interior are out) and, within it, only pixels that agree with stage B's
+render: residuals are scored against their robust spread (median and MAD per face), and pixels
+much darker than the statistical face (hair over the forehead, glasses frames, cast shadows) or
+of an unexpected colour are rejected (:func:`outlier_weights`). Much brighter pixels
+(highlights) stay in the data term, for the specular and roughness maps, but are not trusted
+for the albedo. The trusted pixels are splatted into UV and blurred into a per-texel confidence
+in ``[0, 1]`` (:func:`texel_confidence`); the albedo is ``statistical + confidence x change``, so
+texels that no trusted pixel sees keep the statistical albedo and the transition is as smooth as
+the blur — no seams.
+
+*Greyscale photos* (all channels equal) constrain luma only: the statistical albedo's chroma is
+removed, the albedo change is one value for the three channels and the light is colourless, so
+the maps come out grey.
+
+*Regularisers*: squared Laplacian of the albedo change, of the displacement and of the
+specular/roughness deviations from their priors; squared deviation from the priors (specular,
+roughness) and from the statistical albedo (consistency); left/right symmetry for a symmetric UV
+layout (as the default model's).
 
 Values stay physically valid by construction: albedo in [0, 1] (clamped), specular F0 in
-[0, 0.08] (0.028 is skin) and roughness in [0.1, 1] (sigmoids), displacement within
-``max_displacement_mm`` (tanh). The displacement moves the mesh along its normals (sampled at
-the vertices' UVs); its slopes at texel resolution become the tangent-space normal map.
+[0, 0.08] (0.028 is skin; colourless, one channel) and roughness in [0.1, 1] (sigmoids),
+displacement within ``max_displacement_mm`` (tanh). The displacement moves the mesh along its
+normals (sampled at the vertices' UVs); its slopes at texel resolution become the tangent-space
+normal map.
 """
 
 from __future__ import annotations
@@ -24,17 +39,38 @@ import numpy as np
 import torch
 
 from facenet3d.facemodel import MorphableModel
-from facenet3d.losses import laplacian_smoothness, symmetry_loss, total_variation
+from facenet3d.losses import laplacian_smoothness, symmetry_loss
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import MapStageConfig
 from facenet3d.refine.optim import minimise
-from facenet3d.refine.photometric_stage import ScaledTarget, photometric_error, render_params
+from facenet3d.refine.photometric_stage import (
+    ScaledTarget,
+    colourless_light,
+    grey_albedo,
+    greyscale_faces,
+    photometric_error,
+    render_params,
+    to_luma,
+)
+from facenet3d.refine.priors import reflectance_priors
 from facenet3d.refine.target import FitTarget
 from facenet3d.render import Renderer, texture
+from facenet3d.render.color import linear_to_srgb
+from facenet3d.render.interpolate import interpolate
 from facenet3d.render.uv import UVRaster
 
 MAX_SPECULAR = 0.08
 MIN_ROUGHNESS, MAX_ROUGHNESS = 0.1, 1.0
+#: Residual spread (sRGB) below which a face's MAD is not trusted: JPEG noise and model misfit
+#: leave at least this much, and a tighter scale would reject clean skin.
+RESIDUAL_FLOOR = 0.02
+#: Blur of the trusted-pixel density in UV, in pixel footprints (the texels one photo pixel spans):
+#: wide enough to fill the gaps between the splats of neighbouring pixels, narrow enough to keep a
+#: hair band out.
+CONFIDENCE_BLUR = 1.5
+#: Blur of the confidence itself, in pixel footprints: the width of the blend between the photo's
+#: albedo and the statistical one where trusted data ends, so that no seam shows.
+FALLBACK_BLUR = 2.0
 
 
 @dataclass
@@ -47,6 +83,8 @@ class FaceMaps:
         roughness: ``(B, T, T, 1)``.
         displacement: ``(B, T, T, 1)`` mm along the surface normal.
         normal: ``(B, T, T, 3)`` unit tangent-space normals from the displacement (+z out).
+        confidence: ``(B, T, T, 1)`` how much of the albedo the photo determined (stage C's
+            :func:`texel_confidence`: 0 = the statistical albedo), or None (statistical maps).
     """
 
     albedo: torch.Tensor
@@ -54,6 +92,7 @@ class FaceMaps:
     roughness: torch.Tensor
     displacement: torch.Tensor
     normal: torch.Tensor
+    confidence: torch.Tensor | None = None
 
 
 def _logit(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +124,119 @@ def displacement_normals(displacement: torch.Tensor, mm_per_texel: float) -> tor
     return torch.nn.functional.normalize(n, dim=-1)
 
 
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, T, T, C)`` maps (zero beyond the borders), same shape."""
+    radius = max(1, int(3 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    b, h, w, c = maps.shape
+    img = maps.permute(0, 3, 1, 2).reshape(b * c, 1, h, w)
+    img = torch.nn.functional.conv2d(img, k.view(1, 1, 1, -1), padding=(0, radius))
+    img = torch.nn.functional.conv2d(img, k.view(1, 1, -1, 1), padding=(radius, 0))
+    return img.reshape(b, c, h, w).permute(0, 2, 3, 1)
+
+
+def _ramp(x: torch.Tensor, start: float) -> torch.Tensor:
+    """0 below ``start``, rising linearly to 1 at ``1.5 start``."""
+    return ((x - start) / (0.5 * start)).clamp(0.0, 1.0)
+
+
+def _smoothstep(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    t = ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _erode(weights: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W)`` minimum over 3x3 neighbourhoods: a rejected region grows by a pixel, so the
+    blended edge of hair or a frame is rejected with it."""
+    return -torch.nn.functional.max_pool2d(-weights[:, None], 3, stride=1, padding=1)[:, 0]
+
+
+def outlier_weights(rendered: torch.Tensor, photo: torch.Tensor, mask: torch.Tensor, threshold: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel weights of the photo as evidence of skin, from its residual against a render.
+
+    Residuals ``photo - rendered`` are split into brightness (channel mean) and colour (the
+    rest); each face's brightness residuals are scored against their median and MAD (times 1.4826,
+    at least :data:`RESIDUAL_FLOOR`) over ``mask``, colour residuals likewise. Beyond
+    ``threshold`` robust deviations the weight ramps down to 0 (at 1.5 ``threshold``), and
+    rejected regions are grown by one pixel.
+
+    Args:
+        rendered: ``(B, R, R, 3)`` sRGB render of the statistical face (stage B's result).
+        photo: ``(B, R, R, 3)`` sRGB photo.
+        mask: ``(B, R, R)`` skin pixels the render covers (the statistics' support).
+        threshold: robust z-score where rejection starts; ``<= 0`` turns rejection off.
+
+    Returns:
+        ``data (B, R, R)``: 0 on darker-than-expected or off-colour pixels (hair, frames,
+        shadows), 1 elsewhere; ``trusted (B, R, R)``: ``data`` with brighter-than-expected pixels
+        (highlights) rejected too — the pixels that may teach the albedo.
+    """
+    ones = torch.ones_like(mask)
+    if threshold <= 0:
+        return ones, ones
+    residual = photo - rendered
+    bright = residual.mean(-1)
+    colour = (residual - bright[..., None]).norm(dim=-1)
+    data, trusted = [], []
+    for i in range(mask.shape[0]):
+        inside = mask[i] > 0.5
+        if int(inside.sum()) < 16:
+            data.append(ones[i])
+            trusted.append(ones[i])
+            continue
+        b_in, c_in = bright[i][inside], colour[i][inside]
+        b_med, c_med = b_in.median(), c_in.median()
+        b_scale = (1.4826 * (b_in - b_med).abs().median()).clamp_min(RESIDUAL_FLOOR)
+        c_scale = (1.4826 * (c_in - c_med).abs().median()).clamp_min(RESIDUAL_FLOOR)
+        z = (bright[i] - b_med) / b_scale
+        z_colour = (colour[i] - c_med) / c_scale
+        keep = (1 - _ramp(-z, threshold)) * (1 - _ramp(z_colour, threshold))
+        data.append(keep)
+        trusted.append(keep * (1 - _ramp(z, threshold)))
+    return _erode(torch.stack(data)), _erode(torch.stack(trusted))
+
+
+def texel_confidence(pixel_uv: torch.Tensor, trusted: torch.Tensor, seen: torch.Tensor, size: int) -> torch.Tensor:
+    """How well trusted photo pixels cover each texel, ``(B, T, T, 1)`` in ``[0, 1]``, smooth.
+
+    Pixel weights are splatted to the texel under each pixel and blurred over
+    :data:`CONFIDENCE_BLUR` pixel footprints (the median texel distance between neighbouring
+    pixels, at least one texel); the density of all ``seen`` pixels sets the level of a fully
+    observed texel (its median over the texels they reach), so the result depends neither on
+    the face's size in the crop nor on the map's resolution. A texel at half that level of
+    trusted density or more is fully confident; below 15 % of it, not at all (grazing views,
+    hidden sides, rejected hair), with a smoothstep between; a last blur over
+    :data:`FALLBACK_BLUR` footprints widens the transitions into gentle ramps.
+
+    Args:
+        pixel_uv: ``(B, R, R, 2)`` texture coordinates of each pixel (row 0 of the map at ``v = 0``,
+            as the renderer samples maps).
+        trusted: ``(B, R, R)`` weights of the pixels that may teach the albedo.
+        seen: ``(B, R, R)`` weights of every skin pixel of the face.
+        size: map size ``T``.
+    """
+    b = pixel_uv.shape[0]
+    col = (pixel_uv[..., 0] * size).long().clamp(0, size - 1)
+    row = (pixel_uv[..., 1] * size).long().clamp(0, size - 1)
+    index = (row * size + col).flatten(1)
+    # Texels between horizontally neighbouring seen pixels: the footprint of a pixel in the map.
+    both = (seen[:, :, 1:] > 0.5) & (seen[:, :, :-1] > 0.5)
+    step = (pixel_uv[:, :, 1:] - pixel_uv[:, :, :-1]).norm(dim=-1)[both] * size
+    footprint = max(float(step.median()), 1.0) if step.numel() else 1.0
+
+    def density(weights: torch.Tensor) -> torch.Tensor:
+        hits = weights.new_zeros(b, size * size).scatter_add_(1, index, weights.flatten(1))
+        return gaussian_blur(hits.view(b, size, size, 1), CONFIDENCE_BLUR * footprint)
+
+    trusted_density, seen_density = density(trusted * seen), density(seen)
+    level = torch.stack([d[d > 0.05 * d.max()].median() if bool((d > 0).any()) else d.new_tensor(1.0)
+                         for d in seen_density])[:, None, None, None]
+    return gaussian_blur(_smoothstep(trusted_density, 0.15 * level, 0.5 * level), FALLBACK_BLUR * footprint)
+
+
 def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, start: FaceParams,
              renderer: Renderer | None = None, symmetric_uv: bool | None = None, progress=None) -> FaceMaps:
     """Run stage C from stage B's parameters.
@@ -105,29 +257,45 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         renderer = Renderer.from_model(model, shading="pixel").to(start.identity.device)
     symmetric = bool(model.metadata.get("uv_symmetric", False)) if symmetric_uv is None else symmetric_uv
     scaled = ScaledTarget.from_target(target, config.resolution)
+    grey = greyscale_faces(target.image)
+    start = start.clone()
+    start.sh = colourless_light(start.sh, grey)  # a grey photo says nothing of the light's colour
     b = start.batch_size
     with torch.no_grad():
         base = model.albedo(start.albedo).clamp(0, 1)  # (B, T, T, 3)
+        base = torch.where(grey[:, None, None, None], grey_albedo(base), base)
         t = base.shape[1]
-        spec0 = (model.specular() * start.specular[:, :, None, None]) if model.specular_mean is not None \
-            else base.new_full((b, t, t, 3), 0.028)
-        spec0 = spec0.expand(b, -1, -1, -1).clamp(1e-4, MAX_SPECULAR - 1e-4)
-        rough0 = start.roughness[:, None, None, :].expand(b, t, t, 1).clamp(MIN_ROUGHNESS + 1e-3, MAX_ROUGHNESS - 1e-3)
+        covered = UVRaster.build(model.uvs, model.uv_triangles, t).covered.to(base.device)
+        spec_prior, rough_prior = reflectance_priors(model, start.specular, start.roughness, t, covered)
+        spec_prior = spec_prior.clamp(1e-3, MAX_SPECULAR - 1e-3)
+        rough_prior = rough_prior.clamp(MIN_ROUGHNESS + 1e-2, MAX_ROUGHNESS - 1e-2)
         normals_model = model.vertex_normals(model.decode(start.identity, start.expression))
-    covered = UVRaster.build(model.uvs, model.uv_triangles, t).covered.to(base.device)
+        # Stage B's face, rendered with the priors: what the photo is checked against.
+        out0, _ = render_params(model, renderer, start, scaled.size, albedo_map=base,
+                                specular_map=spec_prior.expand(-1, -1, -1, 3), roughness_map=rough_prior)
+        rendered0 = linear_to_srgb(out0.image)
+        rendered0 = torch.where(grey[:, None, None, None], to_luma(rendered0), rendered0)
+        seen = scaled.skin * out0.mask[..., 0]
+        data_w, trusted = outlier_weights(rendered0, scaled.image, seen, config.outlier_threshold)
+        pixel_uv = interpolate(renderer.uvs, out0.rast, renderer.uv_triangles)
+        confidence = texel_confidence(pixel_uv, trusted, seen, t) * covered[None, ..., None]
     # Vertices sample the displacement map at their UV (the first UV of each vertex).
     vertex_uv = torch.zeros(model.num_vertices, 2, device=base.device)
     vertex_uv[model.triangles.reshape(-1)] = model.uvs[model.uv_triangles.reshape(-1)]
     vertex_uv = torch.stack([vertex_uv[:, 0], 1 - vertex_uv[:, 1]], -1)[None, :, None, :].expand(b, -1, -1, -1)
 
     d_albedo = torch.zeros_like(base, requires_grad=True)
-    spec_logit = _logit(spec0 / MAX_SPECULAR).clone().requires_grad_(True)
-    rough_logit = _logit((rough0 - MIN_ROUGHNESS) / (MAX_ROUGHNESS - MIN_ROUGHNESS)).clone().requires_grad_(True)
+    spec_logit = _logit(spec_prior / MAX_SPECULAR).clone().requires_grad_(True)
+    rough_logit = _logit((rough_prior - MIN_ROUGHNESS) / (MAX_ROUGHNESS - MIN_ROUGHNESS)).clone().requires_grad_(True)
     disp_raw = torch.zeros(b, t, t, 1, device=base.device, requires_grad=True)
     mask = covered
 
+    def albedo_change() -> torch.Tensor:
+        d = torch.where(grey[:, None, None, None], d_albedo.mean(-1, keepdim=True).expand_as(d_albedo), d_albedo)
+        return confidence * d  # untrusted texels keep the statistical albedo
+
     def maps() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        albedo = (base + d_albedo).clamp(0.0, 1.0)
+        albedo = (base + albedo_change()).clamp(0.0, 1.0)
         spec = MAX_SPECULAR * torch.sigmoid(spec_logit)
         rough = MIN_ROUGHNESS + (MAX_ROUGHNESS - MIN_ROUGHNESS) * torch.sigmoid(rough_logit)
         disp = config.max_displacement_mm * torch.tanh(disp_raw)
@@ -135,15 +303,22 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
 
     def loss_fn() -> torch.Tensor:
         albedo, spec, rough, disp = maps()
+        change = albedo_change()
         disp_v = texture(disp, vertex_uv, boundary_mode="clamp")[:, :, 0]  # (B, V, 1)
-        out, _ = render_params(model, renderer, start, scaled.size, albedo_map=albedo, specular_map=spec,
-                               roughness_map=rough, vertex_offsets=disp_v * normals_model)
-        loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale)
-        loss = loss + config.smoothness_weight * 100.0 * (laplacian_smoothness(d_albedo, mask)
-                                                          + laplacian_smoothness(disp / 10.0, mask))
-        loss = loss + config.smoothness_weight * (total_variation(spec / MAX_SPECULAR, mask)
-                                                  + total_variation(rough, mask))
-        loss = loss + config.consistency_weight * (d_albedo ** 2 * mask[None, ..., None]).flatten(1).mean(1)
+        out, _ = render_params(model, renderer, start, scaled.size, albedo_map=albedo,
+                               specular_map=spec.expand(-1, -1, -1, 3), roughness_map=rough,
+                               vertex_offsets=disp_v * normals_model)
+        loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey, data_w)
+        # Specular and roughness as relative deviations from their priors.
+        spec_dev, rough_dev = spec / spec_prior - 1, rough / rough_prior - 1
+        loss = loss + config.smoothness_weight * 100.0 * (laplacian_smoothness(change, mask)
+                                                          + laplacian_smoothness(disp / 10.0, mask)
+                                                          + laplacian_smoothness(spec_dev, mask)
+                                                          + laplacian_smoothness(rough_dev, mask))
+        m = mask[None, ..., None]
+        loss = loss + config.specular_prior_weight * (spec_dev ** 2 * m).flatten(1).mean(1)
+        loss = loss + config.roughness_prior_weight * (rough_dev ** 2 * m).flatten(1).mean(1)
+        loss = loss + config.consistency_weight * (change ** 2 * m).flatten(1).mean(1)
         loss = loss + config.displacement_weight * ((disp / config.max_displacement_mm) ** 2).flatten(1).mean(1)
         if symmetric:
             loss = loss + config.symmetry_weight * (symmetry_loss(albedo, mask) + symmetry_loss(disp / 10.0, mask))
@@ -154,7 +329,8 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     with torch.no_grad():
         albedo, spec, rough, disp = maps()
         normal = displacement_normals(disp, mm_per_uv(model) / t)
-    return FaceMaps(albedo=albedo, specular=spec, roughness=rough, displacement=disp, normal=normal)
+    return FaceMaps(albedo=albedo, specular=spec.expand(-1, -1, -1, 3).contiguous(), roughness=rough,
+                    displacement=disp, normal=normal, confidence=confidence)
 
 
 def statistical_maps(model: MorphableModel, params: FaceParams) -> FaceMaps:

@@ -6,6 +6,10 @@ distance, so hair, glasses or a hand over the face stop pulling the fit once the
 saturates. Landmark terms keep the geometry registered and priors keep coefficients
 plausible. The fit runs at ``resolution`` pixels (the crop camera scales with the crop, so
 parameters are resolution independent).
+
+A greyscale photo (all channels equal) says nothing about colour: for such faces the light is
+kept colourless (its channels tied) and the render is compared with the photo in luma only, so
+the statistical albedo keeps its prior chroma instead of trading colour against a tinted light.
 """
 
 from __future__ import annotations
@@ -23,8 +27,41 @@ from facenet3d.refine.config import PhotometricStageConfig
 from facenet3d.refine.optim import minimise
 from facenet3d.refine.target import FitTarget
 from facenet3d.render import Renderer, RenderOutput
-from facenet3d.render.color import linear_to_srgb
+from facenet3d.render.color import linear_to_srgb, srgb_to_linear
 from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
+
+#: Rec. 601 luma weights of sRGB-encoded values: what PIL's ``convert("L")`` and most tools use
+#: to make a greyscale photo.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: A face crop is greyscale when at most :data:`GREY_OUTLIER_FRACTION` of its pixels have channels
+#: more than :data:`GREY_TOLERANCE` apart (a grey JPEG saved as RGB keeps a level or two of chroma
+#: noise; colour photos, even pale ones, have 90 %+ of their pixels beyond it).
+GREY_TOLERANCE = 3.0 / 255.0
+GREY_OUTLIER_FRACTION = 0.02
+
+
+def greyscale_faces(image: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: which crops ``(B, S, S, 3)`` (values in ``[0, 1]``) are greyscale."""
+    spread = image.amax(-1) - image.amin(-1)
+    return (spread > GREY_TOLERANCE).float().flatten(1).mean(1) <= GREY_OUTLIER_FRACTION
+
+
+def to_luma(image: torch.Tensor) -> torch.Tensor:
+    """sRGB-encoded ``(..., 3)`` -> its Rec. 601 luma in all three channels, ``(..., 3)``."""
+    luma = (image * image.new_tensor(LUMA_WEIGHTS)).sum(-1, keepdim=True)
+    return luma.expand_as(image)
+
+
+def grey_albedo(albedo: torch.Tensor) -> torch.Tensor:
+    """Linear albedo ``(..., 3)`` with its chroma removed: the grey of the same luma, ``(..., 3)``."""
+    return srgb_to_linear(to_luma(linear_to_srgb(albedo)))
+
+
+def colourless_light(sh: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """SH light ``(B, 9, 3)`` with the channels of the faces flagged in ``grey (B,)`` tied to their mean."""
+    if not bool(grey.any()):
+        return sh
+    return torch.where(grey[:, None, None], sh.mean(-1, keepdim=True).expand_as(sh), sh)
 
 
 @dataclass
@@ -92,10 +129,24 @@ def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarg
     return loss
 
 
-def photometric_error(out: RenderOutput, target: ScaledTarget, robust_scale: float) -> torch.Tensor:
-    """Robust sRGB colour error on the skin pixels the render covers, ``(B,)``."""
+def photometric_error(out: RenderOutput, target: ScaledTarget, robust_scale: float, grey: torch.Tensor | None = None,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Robust sRGB colour error on the skin pixels the render covers, ``(B,)``.
+
+    Args:
+        out: the render.
+        target: the photo.
+        robust_scale: colour distance where the robust loss starts to saturate.
+        grey: ``(B,)`` bool, faces compared in luma only (greyscale photos); None: none.
+        weights: ``(B, R, R)`` per-pixel weights in ``[0, 1]`` (outlier rejection); None: 1.
+    """
     mask = target.skin * out.mask[..., 0].detach()
-    return photometric_loss(linear_to_srgb(out.image), target.image, mask, scale=robust_scale)
+    if weights is not None:
+        mask = mask * weights
+    rendered = linear_to_srgb(out.image)
+    if grey is not None and bool(grey.any()):
+        rendered = torch.where(grey[:, None, None, None], to_luma(rendered), rendered)
+    return photometric_loss(rendered, target.image, mask, scale=robust_scale)
 
 
 def fit_photometric(model: MorphableModel, target: FitTarget, config: PhotometricStageConfig,
@@ -105,6 +156,7 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
         raise ValueError("photometric refinement needs a face model with an albedo space")
     renderer = renderer or Renderer.from_model(model)
     scaled = ScaledTarget.from_target(target, config.resolution)
+    grey = greyscale_faces(target.image)
     names = ("identity", "expression", "albedo", "rotation", "translation", "sh", "specular", "roughness")
     # Translation in decimetres and SH in units of the ambient term keep step sizes comparable.
     scales = {"translation": 100.0, "sh": 3.5449}
@@ -113,18 +165,21 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
         p = {n: leaves[n] * scales.get(n, 1.0) for n in names}
         p["specular"] = p["specular"].clamp(0.0, 4.0)
         p["roughness"] = p["roughness"].clamp(0.1, 1.0)
+        p["sh"] = colourless_light(p["sh"], grey)
         return FaceParams(**p)
 
     def loss_fn() -> torch.Tensor:
         params = current()
         out, _ = render_params(model, renderer, params, scaled.size)
-        loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale)
+        loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey)
         loss = loss + config.landmark_weight * landmark_terms(model, params, scaled)
         return loss + config.identity_prior * coefficient_prior(params.identity) \
             + config.expression_prior * coefficient_prior(params.expression) \
             + config.albedo_prior * coefficient_prior(params.albedo)
 
-    minimise(list(leaves.values()), loss_fn, config.iterations, config.lr, progress)
+    model.clamp_expression_(leaves["expression"].data)
+    minimise(list(leaves.values()), loss_fn, config.iterations, config.lr, progress,
+             project=lambda: model.clamp_expression_(leaves["expression"]))
     return current().detach()
 
 
@@ -132,8 +187,6 @@ def initial_lighting(model: MorphableModel, target: FitTarget, params: FaceParam
     """Set a uniform light whose level makes the mean albedo match the photo's skin brightness."""
     skin = target.skin_mask[..., None]
     photo = (target.image * skin).sum((1, 2)) / skin.sum((1, 2)).clamp_min(1.0)  # (B, 3) sRGB
-    from facenet3d.render.color import srgb_to_linear
-
     mean_albedo = model.albedo().reshape(-1, 3).mean(0)
     level = (srgb_to_linear(photo).mean(1) / mean_albedo.mean().clamp_min(1e-3)).clamp(0.2, 3.0)
     out = params.clone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from facenet3d.facemodel import MorphableModel
@@ -26,7 +27,8 @@ class RefineResult:
 
 
 def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start: FaceParams | None = None,
-           renderer: Renderer | None = None) -> RefineResult:
+           renderer: Renderer | None = None, progress: Callable[[str, int, int], None] | None = None
+           ) -> RefineResult:
     """Refine faces with the stages of ``config`` (``landmarks``, ``photometric``, ``maps``).
 
     Args:
@@ -36,6 +38,7 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
         start: initial coefficients and lighting (the regressor's); the pose is always
             initialised from the landmarks. None starts from the mean face.
         renderer: a renderer for the model, reused across calls when given.
+        progress: optional callable ``(stage, step, steps)`` after every optimisation step.
     """
     seconds: dict[str, float] = {}
     # The closed-form pose from the landmarks is reliable; a regressor's coefficients are kept.
@@ -48,12 +51,14 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
     maps = None
     for stage in config.stages:
         t0 = time.perf_counter()
+        steps = getattr(config, stage).iterations
+        tell = None if progress is None else (lambda step, loss, s=stage, n=steps: progress(s, step + 1, n))
         if stage == "landmarks":
-            params = fit_landmarks(model, target, config.landmarks, start=params)
+            params = fit_landmarks(model, target, config.landmarks, start=params, progress=tell)
         elif stage == "photometric":
-            params = fit_photometric(model, target, config.photometric, params, renderer=renderer)
+            params = fit_photometric(model, target, config.photometric, params, renderer=renderer, progress=tell)
         elif stage == "maps":
-            maps = fit_maps(model, target, config.maps, params, renderer=renderer)
+            maps = fit_maps(model, target, config.maps, params, renderer=renderer, progress=tell)
         seconds[stage] = time.perf_counter() - t0
     if maps is None and model.albedo_space == "uv":
         maps = statistical_maps(model, params)

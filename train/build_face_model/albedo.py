@@ -23,6 +23,7 @@ mirrored copies (no left/right bias), and EM-PCA with missing data. Colours are 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -135,9 +136,11 @@ def mirror_uv(maps: np.ndarray) -> np.ndarray:
     return maps[..., ::-1, :]
 
 
-def fill_from_mirror(maps: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fill each invalid texel from its mirror texel where that one is valid."""
-    mirrored, mvalid = mirror_uv(maps), valid[..., ::-1]
+def fill_from_mirror(maps: np.ndarray, valid: np.ndarray, mirror: Callable[[np.ndarray], np.ndarray] = mirror_uv
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Fill each invalid texel of ``maps (..., T, T, C)`` (``valid (..., T, T)``) from its mirror
+    texel where that one is valid; ``mirror`` reflects ``(..., T, T, C)`` maps in the layout at hand."""
+    mirrored, mvalid = mirror(maps), mirror(valid[..., None])[..., 0]
     take = ~valid & mvalid
     return np.where(take[..., None], mirrored, maps), valid | mvalid
 

@@ -66,7 +66,7 @@ NEUTRAL_FILE = "generic_neutral_mesh.obj"
 INDICES_FILE = "vertex_indices.json"
 _IDENTITY_FILE = re.compile(r"^identity(\d+)\.obj$")
 # Bump when the parsed arrays change, so stale caches are not reused.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 #: Inclusive vertex ranges of the mesh parts, from the tables of ICT-FaceKit's README.
 ICT_PARTS: dict[str, tuple[int, int]] = {
@@ -251,6 +251,7 @@ def _parse(folder: Path, indices: dict, identity_files: list[Path],
             "license": "MIT (ICT-FaceKit, USC Institute for Creative Technologies)",
             "identity_coefficients": "weights of ICT's PCA modes as shipped (identityNNN.obj = weight 1)",
             "expression_coefficients": "ARKit blendshape weights in [0, 1]",
+            "expression_bounds": [0.0, 1.0],
             "winding_flipped": flipped,
             "region": "full",
         },

@@ -1,0 +1,225 @@
+"""Regressor v3's training data and losses: labelled crops (:mod:`train.crops`), their augmentation,
+the labelled landmark terms on the head model, and a few training steps on real labelled photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facenet3d.decode import crop_camera, decode_face, project_embedding
+from facenet3d.landmarks.align import transform_points
+from facenet3d.landmarks.cache import PhotoCache
+from train.data import AFLW21_MIRROR, AugmentConfig, CachedFaceDataset, mirror_maps
+
+#: The standard left/right relabelling of iBUG-68 (jaw, brows, nose, eyes, outer and inner lips).
+IBUG68_FLIP = np.array([16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+                        26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 27, 28, 29, 30, 35, 34, 33, 32, 31,
+                        45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+                        54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
+#: Augmentation that only moves the image (so pixel values can be compared).
+GEOMETRY_ONLY = {"colour": 0.0, "occluder": 0.0, "blur": 0.0, "noise": 0.0, "jpeg": 0.0, "profile": 0.0}
+
+
+@pytest.fixture(scope="module")
+def crop_cache(shared, tmp_path_factory) -> tuple[Path, Path]:
+    """8 AFLW crops and 8 UTKFace photos labelled (teacher, MediaPipe, AFLW's points), then cropped at 96 px."""
+    from facenet3d.landmarks.detect import FaceDetector
+    from train.crops import build_crop_cache
+    from train.label import aflw_labels_by_name, label_folder
+    from train.teacher import Teacher3DDFA
+
+    faces = shared / "data" / "faces"
+    photos = tmp_path_factory.mktemp("photos")
+    for name in ("aflw-crops", "utkface"):
+        (photos / name).mkdir()
+        for p in sorted((faces / name).glob("*.jpg"))[:8]:
+            shutil.copy(p, photos / name / p.name)
+    labels = tmp_path_factory.mktemp("labels")
+    teacher = Teacher3DDFA.from_dir(shared / "data" / "teachers" / "3ddfa_v2")
+    aflw = aflw_labels_by_name(shared / "data" / "aflw-labels" / "aflw21.npz")
+    with FaceDetector(max_faces=1) as detector:
+        for name in ("aflw-crops", "utkface"):
+            label_folder(photos / name, labels, teacher, detector, aflw, chunk=8, progress=False)
+    out = tmp_path_factory.mktemp("crops")
+    report = build_crop_cache([photos / "aflw-crops", photos / "utkface"], labels, out, size=96, progress=False)
+    assert report["added"] == 16 and report["items"] == 16
+    again = build_crop_cache([photos / "aflw-crops", photos / "utkface"], labels, out, size=96, progress=False)
+    assert again["added"] == 0 and again["items"] == 16  # re-runs skip what is cached
+    return out, labels
+
+
+@pytest.fixture(scope="module")
+def head_model():
+    from facenet3d.errors import FaceModelFormatError
+    from facenet3d.facemodel import load_face_model
+
+    try:
+        model = load_face_model("default")
+    except FaceModelFormatError as e:
+        pytest.skip(f"the default head model is not built: {e}")
+    if "ibug68_3ddfa" not in model.landmark_embedding_names:
+        pytest.skip("the default face model has no ibug68_3ddfa embedding")
+    return model
+
+
+def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Bilinear colour ``(N, 3)`` of ``image (H, W, 3)`` at ``points (N, 2)`` px (pixel centres at +0.5)."""
+    import cv2
+
+    pts = np.asarray(points, np.float32) - 0.5
+    out = cv2.remap(np.asarray(image, np.float32), pts[:, 0][:, None], pts[:, 1][:, None], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out[:, 0]
+
+
+# -- mirror tables -----------------------------------------------------------------------------
+
+
+def test_mirror_tables_are_left_right_relabellings():
+    mirror68, _ = mirror_maps()
+    np.testing.assert_array_equal(mirror68, IBUG68_FLIP)
+    assert (AFLW21_MIRROR[AFLW21_MIRROR] == np.arange(21)).all()  # an involution
+    assert set(np.flatnonzero(AFLW21_MIRROR == np.arange(21))) == {14, 18, 20}  # nose tip, mouth centre, chin
+
+
+# -- the crop cache and its samples -----------------------------------------------------------
+
+
+def test_crop_cache_labels_sit_on_the_same_image_content(crop_cache):
+    from facenet3d.landmarks.image_io import read_image
+    from train.label import LabelCache
+
+    out, labels = crop_cache
+    cache = PhotoCache(out)
+    errors, shifted = [], []
+    for i, meta in enumerate(cache.items):
+        item, source = cache[i], Path(meta["source"])
+        row = LabelCache(labels / source.parent.name)[source.name]
+        np.testing.assert_allclose(item["teacher68"][:, :2],
+                                   transform_points(row["teacher_landmarks68"][:, :2], item["forward"]), atol=1e-3)
+        photo = read_image(source).pixels
+        at_photo = _sample(photo, row["teacher_landmarks68"][:, :2])
+        errors.append(np.abs(_sample(item["crop"], item["teacher68"][:, :2]) - at_photo).mean())
+        shifted.append(np.abs(_sample(item["crop"], item["teacher68"][:, :2] + 6.0) - at_photo).mean())
+        aflw = item["aflw21"]
+        assert np.isfinite(aflw).any() == (source.parent.name == "aflw-crops")
+        info = item["label_info"]
+        assert 0.0 <= info[0] <= 1.0  # teacher confidence
+        if not info[2]:  # MediaPipe missed the face: no MediaPipe points, masks from the teacher's
+            assert np.isnan(item["landmarks478"]).all() and item["skin_mask"].any()
+    assert np.median(errors) < 6.0 < np.median(shifted)
+
+
+def test_augmented_sample_moves_and_relabels_every_convention(crop_cache):
+    cache = PhotoCache(crop_cache[0])
+    items = [(0, i) for i in range(len(cache))]
+    plain = CachedFaceDataset([cache], items, 80, None)
+    flipped = CachedFaceDataset([cache], items, 80, AugmentConfig(flip=1.0, **GEOMETRY_ONLY))
+    torch.manual_seed(0)
+    mirror68, _ = mirror_maps()
+    checked = 0
+    for i in range(len(cache)):
+        a, b = plain[i], flipped[i]
+        assert b["flipped"]
+        m = b["warp"].double().numpy()
+        item = cache[i]
+        # The flipped sample's point i is the cache's mirror point, moved by the sample's warp...
+        np.testing.assert_allclose(b["teacher68"].numpy(), transform_points(item["teacher68"][:, :2], m)[mirror68],
+                                   atol=1e-3)
+        # ... and it shows what the cache crop shows there.
+        img = b["image"].permute(1, 2, 0).numpy() * 255
+        diff = np.abs(_sample(img, b["teacher68"].numpy()) - _sample(item["crop"], item["teacher68"][mirror68, :2]))
+        assert diff.mean() < 12.0
+        for sample in (a, b):
+            t, h = sample["teacher68"].numpy(), sample["aflw21"].numpy()
+            if abs(item["label_info"][5]) < 25:  # near-frontal: image-left points stay on the image's left
+                assert t[36, 0] < t[45, 0] and t[48, 0] < t[54, 0]
+                if np.isfinite(h[[6, 11], 0]).all():
+                    assert h[6, 0] < h[11, 0]
+                checked += 1
+        if b["aflw21_weight"] > 0:
+            visible = np.isfinite(b["aflw21"].numpy()).all(1)
+            assert visible.sum() == np.isfinite(item["aflw21"]).all(1).sum()
+        assert float(a["teacher_weight"]) == pytest.approx(float(item["label_info"][0]))
+    assert checked >= 8
+
+
+def test_mediapipe_points_are_trusted_only_where_reliable(crop_cache):
+    cache = PhotoCache(crop_cache[0])
+    data = CachedFaceDataset([cache], [(0, i) for i in range(len(cache))], 64, None, label_max_yaw=40.0,
+                             label_min_score=0.5)
+    for i in range(len(cache)):
+        info = cache[i]["label_info"]
+        expect = bool(info[2]) and info[1] >= 0.5 and abs(info[5]) <= 40.0
+        sample = data[i]
+        assert float(sample["landmark_weight"]) == float(expect)
+        assert torch.isfinite(sample["landmarks_dense"]).all()  # absent points are zeros, not NaN
+
+
+# -- losses ------------------------------------------------------------------------------------
+
+
+def _module(crop: int = 64, **weights):
+    from train.module import FaceRegressorModule, LossWeights
+
+    module = FaceRegressorModule(face_model="default", variant="tiny", crop_size=crop, render_size=32,
+                                 losses=LossWeights(**weights))
+    return module
+
+
+def test_label_terms_vanish_at_the_truth_and_grow_when_perturbed(head_model):
+    from facenet3d.network import neutral_params
+
+    s = 64
+    module = _module(s, landmarks68=0.0, landmarks_dense=1.0, teacher68=1.0, aflw21=1.0,
+                     expression_bounds=1.0)
+    params = neutral_params(head_model, s)
+    params.expression[0, :5] = 0.4
+    params.identity[0, :3] = torch.tensor([1.0, -0.5, 0.3])
+    camera = crop_camera(s)
+    decoded = decode_face(head_model, params, camera)
+    aflw = project_embedding(head_model, decoded.vertices_camera, camera, "aflw21").clone()
+    aflw[0, [12, 16]] = float("nan")  # ear lobes marked invisible
+    batch = {"teacher68": project_embedding(head_model, decoded.vertices_camera, camera, "ibug68_3ddfa"),
+             "teacher_weight": torch.ones(1), "aflw21": aflw, "aflw21_weight": torch.ones(1),
+             "landmarks68": decoded.landmarks68, "landmarks_dense": decoded.landmarks_dense,
+             "landmark_weight": torch.ones(1), "has_teacher": torch.zeros(1, dtype=torch.bool)}
+    _, terms, _ = module.compute_losses(params, batch, 0.0)
+    for name in ("teacher68", "aflw21", "landmarks_dense", "expression_bounds"):
+        assert float(terms[name]) < 1e-9, name
+    moved = neutral_params(head_model, s)
+    moved.identity, moved.expression = params.identity, params.expression.clone()
+    moved.translation = params.translation + torch.tensor([[2.0, -1.0, 0.0]])
+    moved.expression[0, 0] = 1.5  # beyond the blendshape bound
+    _, terms, _ = module.compute_losses(moved, batch, 0.0)
+    for name in ("teacher68", "aflw21", "landmarks_dense"):
+        assert float(terms[name]) > 1e-6, name
+    assert float(terms["expression_bounds"]) == pytest.approx(0.25 / head_model.expression_dim)
+    # Invisible points and unlabelled faces cost nothing, wherever the prediction is.
+    batch["aflw21"] = torch.full_like(aflw, float("nan"))
+    batch["teacher_weight"] = torch.zeros(1)
+    _, terms, _ = module.compute_losses(moved, batch, 0.0)
+    assert float(terms["aflw21"]) == 0.0 and float(terms["teacher68"]) == 0.0
+
+
+def test_a_few_steps_on_labelled_photos_reduce_the_landmark_loss(crop_cache, head_model):
+    torch.manual_seed(0)
+    cache = PhotoCache(crop_cache[0])
+    data = CachedFaceDataset([cache], [(0, i) for i in range(len(cache))], 64, None, label_max_yaw=40.0)
+    batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
+    module = _module(64, landmarks68=0.0, landmarks_dense=500.0, teacher68=2000.0, aflw21=4000.0,
+                     expression_bounds=100.0)
+    opt = torch.optim.Adam(module.regressor.parameters(), lr=3e-3)
+    history = []
+    for _ in range(25):
+        loss, terms, _ = module.compute_losses(module(batch["image"]), batch, 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(float((terms["teacher68"] + terms["aflw21"]).detach()))
+    assert np.isfinite(history).all()
+    assert history[-1] < 0.5 * history[0]
