@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # torch-heavy imports happen inside the functions: `facenet3d --help` stays fast
-    from facenet3d.api import FaceReconstruction
+    from facenet3d.api import FaceReconstruction, FaceReconstructor
     from facenet3d.export.bundle import FaceResult
     from facenet3d.facemodel import MorphableModel
     from facenet3d.landmarks.image_io import LoadedImage
@@ -132,9 +132,11 @@ def run(args: argparse.Namespace) -> int:
         args.refine = "fast"
     from facenet3d.batch import BatchRun, check_output_folder, collect_inputs, quiet_detector
     from facenet3d.errors import Facenet3DError
+    from infer.video import is_video
 
     out = Path(args.output)
-    photos, missing = collect_inputs(args.inputs)
+    videos = [Path(i) for i in args.inputs if is_video(i)]
+    photos, missing = collect_inputs([i for i in args.inputs if not is_video(i)])
     try:
         check_output_folder(out)  # before loading torch and the models, not after minutes of work
     except Facenet3DError as e:
@@ -160,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
     weights = pretrained_path(args.weights).name if args.weights in PRETRAINED else args.weights
     settings = {"backend": "torch", "refine": args.refine, "weights": weights if rec.regressor is not None else "none",
                 "face_model": rec.model_name, "max_faces": args.max_faces}
+    if videos:
+        status = run_videos(videos, out, rec, args)
+        if not photos and not missing:
+            return status
     with BatchRun(out, settings, overwrite=args.overwrite, quiet=args.quiet, failures=missing) as batch:
         for path, folder in batch.todo(photos):
             try:
@@ -176,6 +182,27 @@ def run(args: argparse.Namespace) -> int:
             batch.finished(path, folder, len(recs))
     print(batch.report.summary(out))
     return batch.report.exit_status()
+
+
+def run_videos(videos: list[Path], out: Path, rec: FaceReconstructor, args: argparse.Namespace) -> int:
+    """Each video's largest face as an animation (:mod:`facenet3d.video`); 1 when any failed."""
+    from facenet3d.errors import Facenet3DError
+    from facenet3d.video import reconstruct_video
+
+    status = 0
+    for v in videos:
+        if (out / v.stem).is_dir() and not args.overwrite:
+            print(f"{v}: {out / v.stem} exists, skipped")
+            continue
+        try:
+            r = reconstruct_video(v, out, rec, refine=args.refine)
+        except (Facenet3DError, OSError, ValueError) as e:
+            print(f"failed: {v}: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{v} -> {r.folder}: {r.frames} frames, {r.faces} with a face ({r.frames / r.seconds:.2f} frames/s)"
+              + "".join(f"; {n}" for n in r.notes))
+    return status
 
 
 def run_onnx(args: argparse.Namespace) -> int:
@@ -205,7 +232,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "overlay.png (textured render | shaded geometry with landmarks) and run.json "
                                    "(face_<i>/ sub-folders when a photo has several faces). A re-run skips "
                                    "photos done with the same settings; Ctrl-C keeps finished photos.")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("inputs", nargs="+", help="image files or folders, video files (-> OUT/<stem>/frames.jsonl, "
+                                             "animation.csv in Live Link Face's layout, animation.glb)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="none: regressor only; fast: landmark + photometric fit; full: also per-texel UV maps "

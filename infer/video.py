@@ -48,6 +48,7 @@ from facenet3d.errors import Facenet3DError, ImageReadError
 from facenet3d.landmarks.detect import FaceDetector
 from facenet3d.landmarks.image_io import IMAGE_SUFFIXES
 from infer.overlay import photo_overlay
+from facenet3d.track import OneEuroFilter  # noqa: F401  (re-exported: infer.video.OneEuroFilter)
 from infer.pipeline import FaceCrop, PhotoFace, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
 
 #: Suffixes taken for video files.
@@ -58,50 +59,6 @@ DEFAULT_FPS = 30.0
 #: 6D rotation entries (0.1 is about 6 degrees), mm, log focal length, px, expression coefficients.
 SMOOTHING_UNITS = {"rotation": 0.1, "translation": 10.0, "log_focal": 0.02, "principal": 5.0, "expression": 0.3}
 MESH_FORMATS = ("none", "ply", "obj", "glb")
-
-
-class OneEuroFilter:
-    """The one-euro filter on a vector (each component filtered independently).
-
-    Args:
-        min_cutoff: cut-off frequency at rest, Hz (lower: smoother, more lag when slow).
-        beta: how fast the cut-off rises with speed, per unit/s (higher: less lag when fast).
-        d_cutoff: cut-off of the speed estimate, Hz.
-
-    ``x_hat = x_hat' + a (x - x_hat')`` with ``a = 1 / (1 + tau / dt)``, ``tau = 1 / (2 pi f_c)`` and
-    ``f_c = min_cutoff + beta |dx/dt|`` (the speed itself low-passed at ``d_cutoff``).
-    """
-
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0):
-        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
-            raise ValueError("need min_cutoff > 0, d_cutoff > 0 and beta >= 0")
-        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the past: the next sample passes unchanged."""
-        self._x: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
-        self._t: float | None = None
-
-    @staticmethod
-    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
-        tau = 1.0 / (2.0 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        """Filter sample ``x`` (any shape, float) taken at time ``t`` seconds; returns the estimate."""
-        x = np.asarray(x, np.float64)
-        if self._x is None or self._t is None or t <= self._t:
-            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), float(t)
-            return x.copy()
-        dt = float(t) - self._t
-        dx = (x - self._x) / dt
-        self._dx = self._dx + self._alpha(self.d_cutoff, dt) * (dx - self._dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
-        self._x = self._x + self._alpha(cutoff, dt) * (x - self._x)
-        self._t = float(t)
-        return self._x.copy()
 
 
 @dataclass
@@ -117,6 +74,9 @@ class PoseSmoother:
     beta: float = 0.5
     d_cutoff: float = 1.0
     enabled: bool = True
+    #: Unit of the expression coefficients (None: :data:`SMOOTHING_UNITS`'s, for PCA models);
+    #: blendshape models use :data:`facenet3d.track.TRACK_SMOOTHING`'s, so fast mouth motion is followed.
+    expression_unit: float | None = None
 
     def __post_init__(self) -> None:
         self.filter = OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff)
@@ -134,7 +94,8 @@ class PoseSmoother:
         if not self.enabled:
             return face.rotation, face.translation, cam, groups["expression"]
         sizes = [len(v) for v in groups.values()]
-        units = np.concatenate([np.full(n, SMOOTHING_UNITS[k]) for k, n in zip(groups, sizes, strict=True)])
+        unit = {**SMOOTHING_UNITS, **({"expression": self.expression_unit} if self.expression_unit else {})}
+        units = np.concatenate([np.full(n, unit[k]) for k, n in zip(groups, sizes, strict=True)])
         x = np.concatenate(list(groups.values())) / units
         y = self.filter(x, t) * units
         rot6, trans, log_f, principal, expression = np.split(y, np.cumsum(sizes)[:-1])

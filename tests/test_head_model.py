@@ -137,3 +137,32 @@ def test_shipped_default_is_the_head_model():
     assert {"ibug68_ict", "ibug68_3ddfa", "mediapipe478", "aflw21"} <= set(model.landmark_embedding_names)
     assert model.albedo_space == "uv" and model.albedo_dim >= 40
     assert model.albedo_mean.shape[0] >= 768 and model.roughness_mean.shape[:2] == model.albedo_mean.shape[:2]
+
+
+def test_onnx_graph_decodes_the_head_as_torch_does(tmp_path):
+    """Export of a (perturbed, untrained) regressor for the head: ONNX Runtime's vertices, landmarks and
+    per-vertex albedo equal the torch decoding of the same parameters."""
+    import onnxruntime as ort
+    from onnx_fixtures import perturbed_regressor
+
+    from facenet3d.decode import crop_camera, decode_face
+    from facenet3d.onnx import export_onnx
+    from facenet3d.onnx.metadata import OUTPUT_NAMES
+    from facenet3d.params import FaceParams
+
+    model = load_face_model("default")
+    regressor = perturbed_regressor("mobilenetv3", model)
+    path = export_onnx(regressor, model, tmp_path / "head.onnx")
+    s = regressor.crop_size
+    images = torch.rand(3, 3, s, s, generator=torch.Generator().manual_seed(1))
+    out = dict(zip(OUTPUT_NAMES, ort.InferenceSession(str(path)).run(None, {"image": images.numpy()}), strict=True))
+    params = FaceParams(**{n: torch.as_tensor(out[n]) for n in ("identity", "expression", "albedo", "rotation",
+                                                                 "translation", "sh", "specular", "roughness")})
+    with torch.no_grad():
+        dec = decode_face(model, params, crop_camera(s))
+    assert out["vertices"].shape == (3, model.num_vertices, 3)
+    np.testing.assert_allclose(out["vertices_model"], dec.vertices.numpy(), atol=1e-3)  # mm
+    np.testing.assert_allclose(out["vertices"], dec.vertices_camera.numpy(), atol=2e-3)
+    np.testing.assert_allclose(out["landmarks68"], dec.landmarks68.numpy(), atol=1e-3)  # px
+    assert np.ptp(out["vertices_model"][:, :, 0], axis=0).max() > 0.5  # the faces differ: a real test
+    assert 0 <= out["vertex_albedo"].min() and out["vertex_albedo"].max() <= 1

@@ -160,6 +160,22 @@ def test_mediapipe_points_are_trusted_only_where_reliable(crop_cache):
         assert torch.isfinite(sample["landmarks_dense"]).all()  # absent points are zeros, not NaN
 
 
+def test_aflw_points_far_off_the_teachers_face_are_dropped(crop_cache):
+    cache = PhotoCache(crop_cache[0])
+    data = CachedFaceDataset([cache], [(0, i) for i in range(len(cache))], 96, None)
+    i = next(i for i in range(len(cache)) if np.isfinite(cache[i]["aflw21"]).all(1).sum() >= 3)
+    item = dict(cache[i])
+    kept = np.isfinite(data._labels(item, np.eye(2, 3))[1]).all(1)
+    aflw = np.array(item["aflw21"])
+    j = int(np.flatnonzero(np.isfinite(aflw).all(1))[0])
+    aflw[j] = item["teacher68"][:, :2].max(0) + 200.0  # on another face, far to the lower right
+    item["aflw21"] = aflw
+    teacher, moved = data._labels(item, np.eye(2, 3))
+    assert np.isnan(moved[j]).all()
+    np.testing.assert_array_equal(np.isfinite(moved).all(1), kept & (np.arange(21) != j))
+    np.testing.assert_allclose(teacher, item["teacher68"][:, :2], atol=1e-4)
+
+
 # -- losses ------------------------------------------------------------------------------------
 
 

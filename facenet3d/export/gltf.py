@@ -36,6 +36,12 @@ What goes where:
   whichever is smallest. ``NORMAL`` offsets are optional (``morph_normals``); without them,
   viewers shade every expression with the base shape's normals.
 
+* Animation (:class:`GltfAnimation`, e.g. a video's expression and head pose): the mesh node
+  hangs under a ``head`` node; one ``animation`` has a ``weights`` channel on the mesh node
+  (one keyframe per frame, the ``K`` weights of a keyframe consecutive, ``LINEAR``) and a
+  ``rotation`` channel (unit quaternions ``x, y, z, w``, ``LINEAR``: glTF interpolates them
+  spherically) on the head node. ``mesh.weights`` holds the first keyframe.
+
 Every GLB the tests write passes the Khronos glTF validator with no errors.
 """
 
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +61,8 @@ from facenet3d.export.mesh import TexturedMesh, split_uv_seams, surface_normals,
 from facenet3d.export.parts import MeshPart
 from facenet3d.export.textures import encode_png, metallic_roughness_image, texture_pixels
 
-__all__ = ["METRES_PER_MM", "MORPH_EPSILON_MM", "SPECULAR_COLOR_FACTOR", "encode_glb", "write_glb"]
+__all__ = ["METRES_PER_MM", "MORPH_EPSILON_MM", "SPECULAR_COLOR_FACTOR", "GltfAnimation", "encode_glb",
+           "matrix_to_quaternion", "write_glb"]
 
 METRES_PER_MM = 1e-3
 #: Morph offsets (largest component, mm) at or below this are written as zero: half a float32
@@ -70,6 +78,42 @@ _FLOAT, _UNSIGNED_BYTE, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5121, 5123, 5125
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
 _COMPONENTS = {np.float32: _FLOAT, np.uint8: _UNSIGNED_BYTE, np.uint16: _UNSIGNED_SHORT, np.uint32: _UNSIGNED_INT}
 _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
+
+
+@dataclass
+class GltfAnimation:
+    """A morph-weight and head-rotation animation over ``N`` keyframes.
+
+    Attributes:
+        times: ``(N,)`` seconds, strictly increasing.
+        weights: ``(N, K)`` morph weights per keyframe (``K`` = the mesh's morph targets).
+        rotations: ``(N, 3, 3)`` rotation of the head node per keyframe (None: no rotation channel).
+        name: the animation's name.
+    """
+
+    times: np.ndarray
+    weights: np.ndarray
+    rotations: np.ndarray | None = None
+    name: str = "face"
+
+
+def matrix_to_quaternion(matrix: np.ndarray) -> np.ndarray:
+    """``(..., 3, 3)`` rotations -> ``(..., 4)`` unit quaternions ``(x, y, z, w)`` with ``w >= 0``.
+
+    From the eigenvector of the largest eigenvalue of Bar-Itzhack's symmetric 4x4 matrix, which
+    is exact for rotations and robust for nearly orthogonal ones.
+    """
+    m = np.asarray(matrix, np.float64)
+    xx, xy, xz = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    yx, yy, yz = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    zx, zy, zz = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    k = np.stack([
+        np.stack([xx - yy - zz, yx + xy, zx + xz, zy - yz], -1),
+        np.stack([yx + xy, yy - xx - zz, zy + yz, xz - zx], -1),
+        np.stack([zx + xz, zy + yz, zz - xx - yy, yx - xy], -1),
+        np.stack([zy - yz, xz - zx, yx - xy, xx + yy + zz], -1)], -2) / 3.0
+    q = np.linalg.eigh(k)[1][..., -1]
+    return q * np.where(q[..., 3:] < 0, -1.0, 1.0)
 
 
 class _GltfBuilder:
@@ -95,7 +139,7 @@ class _GltfBuilder:
         self.doc["bufferViews"].append(view)
         return len(self.doc["bufferViews"]) - 1
 
-    def accessor(self, array: np.ndarray, target: int, with_bounds: bool = False) -> int:
+    def accessor(self, array: np.ndarray, target: int | None, with_bounds: bool = False) -> int:
         """Add a float32 attribute ``(N, C)`` or uint16/uint32 indices ``(N,)``."""
         component = _COMPONENTS[array.dtype.type]
         columns = 1 if array.ndim == 1 else array.shape[1]
@@ -244,13 +288,15 @@ def _primitive(gltf: _GltfBuilder, positions_mm: np.ndarray, normals: np.ndarray
     return primitive, attributes
 
 
-def encode_glb(mesh: TexturedMesh, morph_normals: bool = False) -> bytes:
+def encode_glb(mesh: TexturedMesh, morph_normals: bool = False, animation: GltfAnimation | None = None) -> bytes:
     """The ``.glb`` file bytes of a mesh (see the module docstring for the mapping).
 
     Args:
         mesh: the mesh (millimetres; written in metres).
         morph_normals: also write ``NORMAL`` offsets for the morph targets (about doubles
             their size; off: viewers shade every expression with the base shape's normals).
+        animation: keyframed morph weights and head rotation (the mesh must have as many morph
+            targets as the animation has weights per keyframe).
     """
     gltf = _GltfBuilder()
     base = mesh.base_vertices()
@@ -289,15 +335,50 @@ def encode_glb(mesh: TexturedMesh, morph_normals: bool = False) -> bytes:
     gltf.doc["nodes"] = [{"name": mesh.name, "mesh": 0}]
     gltf.doc["scenes"] = [{"nodes": [0]}]
     gltf.doc["scene"] = 0
+    if animation is not None:
+        _add_animation(gltf, mesh, animation)
     return gltf.encode()
 
 
-def write_glb(mesh: TexturedMesh, path: str | Path, morph_normals: bool = False) -> Path:
+def _add_animation(gltf: _GltfBuilder, mesh: TexturedMesh, animation: GltfAnimation) -> None:
+    """Put the mesh node under a ``head`` node and animate the weights and the head's rotation."""
+    times = np.asarray(animation.times, np.float32).reshape(-1)
+    weights = np.asarray(animation.weights, np.float32)
+    n = len(times)
+    if n < 1 or weights.shape != (n, len(mesh.morph_names) if mesh.has_morph_targets else -1):
+        raise ValueError(f"animation weights {weights.shape} do not fit {n} keyframes of the mesh's "
+                         f"{len(mesh.morph_names) if mesh.has_morph_targets else 0} morph targets")
+    if n > 1 and not np.all(np.diff(times) > 0):
+        raise ValueError("animation times must increase strictly (as float32 seconds)")
+    gltf.doc["meshes"][0]["weights"] = [float(w) for w in weights[0]]
+    gltf.doc["nodes"].append({"name": "head", "children": [0]})
+    gltf.doc["scenes"] = [{"nodes": [1]}]
+    time_input = gltf.accessor(times, target=None, with_bounds=True)
+    samplers = [{"input": time_input, "interpolation": "LINEAR",
+                 "output": gltf.accessor(weights.reshape(-1), target=None)}]
+    channels = [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]
+    if animation.rotations is not None:
+        quats = matrix_to_quaternion(animation.rotations)
+        # Consecutive keyframes on the same hemisphere: linear slerp then takes the short way.
+        for i in range(1, len(quats)):
+            if np.dot(quats[i], quats[i - 1]) < 0:
+                quats[i] = -quats[i]
+        quats = quats / np.linalg.norm(quats, axis=-1, keepdims=True)
+        gltf.doc["nodes"][1]["rotation"] = [float(v) for v in quats[0].astype(np.float32)]
+        samplers.append({"input": time_input, "interpolation": "LINEAR",
+                         "output": gltf.accessor(quats.astype(np.float32), target=None)})
+        channels.append({"sampler": 1, "target": {"node": 1, "path": "rotation"}})
+    gltf.doc["animations"] = [{"name": animation.name, "samplers": samplers, "channels": channels}]
+
+
+def write_glb(mesh: TexturedMesh, path: str | Path, morph_normals: bool = False,
+              animation: GltfAnimation | None = None) -> Path:
     """Write a mesh as binary glTF 2.0, atomically; returns ``path``.
 
     Args:
         mesh: the mesh (millimetres; written in metres).
         path: destination ``.glb``.
         morph_normals: also write ``NORMAL`` offsets for the morph targets (see :func:`encode_glb`).
+        animation: keyframed morph weights and head rotation (see :func:`encode_glb`).
     """
-    return write_bytes(encode_glb(mesh, morph_normals), path)
+    return write_bytes(encode_glb(mesh, morph_normals, animation), path)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from facenet3d.camera_math import CROP_FOCAL_PER_PX, ImageCamera, matrix_to_euler
+from facenet3d.export.arkit import blendshape_record
 
 #: How ``params.json`` states its camera convention.
 CAMERA_CONVENTION = ("OpenGL camera looking down -z, +y up; pixel origin top-left, centres at +0.5; "
@@ -40,7 +41,10 @@ def params_record(params: Mapping[str, np.ndarray], *, rotation: np.ndarray, tra
         model_name: the face model's name or spec.
         expression_names: the model's names of its expression modes (ICT-FaceKit: ARKit
             blendshape names); when given, ``expression_by_name`` maps each to its
-            coefficient (0 for modes without one), beside the raw ``expression`` list.
+            coefficient (0 for modes without one), beside the raw ``expression`` list, and
+            when they are ARKit blendshapes, ``blendshapes`` holds the 52 ARKit weights by
+            ARKit name (:func:`facenet3d.export.arkit.blendshape_record`; head pose is
+            ``rotation_ypr_deg``).
     """
     def values(name: str) -> list:
         return np.asarray(params[name]).tolist()
@@ -49,6 +53,9 @@ def params_record(params: Mapping[str, np.ndarray], *, rotation: np.ndarray, tra
     named = {}
     if expression_names:
         named = {"expression_by_name": expression_by_name(params["expression"], expression_names)}
+        arkit = blendshape_record(params["expression"], expression_names)
+        if arkit is not None:
+            named["blendshapes"] = arkit
     return {
         "face_model": model_name,
         "identity": values("identity"),

@@ -9,6 +9,8 @@ term on MediaPipe's relative depth, and Gaussian priors on the coefficients.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
 from facenet3d.decode import crop_camera, decode_face
@@ -82,7 +84,7 @@ def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams |
 
 def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStageConfig,
                   start: FaceParams | None = None, progress=None,
-                  weights68: torch.Tensor | None = None) -> FaceParams:
+                  weights68: torch.Tensor | None = None, fixed: Collection[str] = ()) -> FaceParams:
     """Run stage A.
 
     Args:
@@ -94,6 +96,8 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
         progress: optional callable ``(step, loss)`` for progress reporting.
         weights68: ``(68,)`` or ``(B, 68)`` weights of the 68 points in their term (default 1;
             0 leaves a point out).
+        fixed: parameter names kept as in ``start`` (e.g. ``("identity",)``: a video's identity,
+            estimated once per clip).
 
     Returns:
         Fitted parameters (identity, expression, rotation, translation changed; the others
@@ -133,7 +137,8 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
             + config.expression_prior * coefficient_prior(expression)
 
     model.clamp_expression_(expression.data)
-    minimise([identity, expression, rotation, translation], loss_fn, config.iterations, config.lr, progress,
+    leaves = {"identity": identity, "expression": expression, "rotation": rotation, "translation": translation}
+    minimise([t for n, t in leaves.items() if n not in fixed], loss_fn, config.iterations, config.lr, progress,
              project=lambda: model.clamp_expression_(expression))
     return FaceParams(identity.detach(), expression.detach(), init.albedo, rotation.detach(),
                       translation.detach() * 100.0, init.sh, init.specular, init.roughness)

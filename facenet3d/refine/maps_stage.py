@@ -290,20 +290,21 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     disp_raw = torch.zeros(b, t, t, 1, device=base.device, requires_grad=True)
     mask = covered
 
-    def albedo_change() -> torch.Tensor:
-        d = torch.where(grey[:, None, None, None], d_albedo.mean(-1, keepdim=True).expand_as(d_albedo), d_albedo)
-        return confidence * d  # untrusted texels keep the statistical albedo
+    any_grey = bool(grey.any())
 
-    def maps() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        albedo = (base + albedo_change()).clamp(0.0, 1.0)
+    def maps() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        d = d_albedo
+        if any_grey:
+            d = torch.where(grey[:, None, None, None], d.mean(-1, keepdim=True).expand_as(d), d)
+        change = confidence * d  # untrusted texels keep the statistical albedo
+        albedo = (base + change).clamp(0.0, 1.0)
         spec = MAX_SPECULAR * torch.sigmoid(spec_logit)
         rough = MIN_ROUGHNESS + (MAX_ROUGHNESS - MIN_ROUGHNESS) * torch.sigmoid(rough_logit)
         disp = config.max_displacement_mm * torch.tanh(disp_raw)
-        return albedo, spec, rough, disp
+        return albedo, spec, rough, disp, change
 
     def loss_fn() -> torch.Tensor:
-        albedo, spec, rough, disp = maps()
-        change = albedo_change()
+        albedo, spec, rough, disp, change = maps()
         disp_v = texture(disp, vertex_uv, boundary_mode="clamp")[:, :, 0]  # (B, V, 1)
         out, _ = render_params(model, renderer, start, scaled.size, albedo_map=albedo,
                                specular_map=spec.expand(-1, -1, -1, 3), roughness_map=rough,
@@ -327,7 +328,7 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     minimise([d_albedo, spec_logit, rough_logit, disp_raw], loss_fn, config.iterations, config.lr, progress,
              anneal=False)
     with torch.no_grad():
-        albedo, spec, rough, disp = maps()
+        albedo, spec, rough, disp, _ = maps()
         normal = displacement_normals(disp, mm_per_uv(model) / t)
     return FaceMaps(albedo=albedo, specular=spec.expand(-1, -1, -1, 3).contiguous(), roughness=rough,
                     displacement=disp, normal=normal, confidence=confidence)

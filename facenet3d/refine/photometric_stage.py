@@ -14,6 +14,7 @@ the statistical albedo keeps its prior chroma instead of trading colour against 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -150,8 +151,10 @@ def photometric_error(out: RenderOutput, target: ScaledTarget, robust_scale: flo
 
 
 def fit_photometric(model: MorphableModel, target: FitTarget, config: PhotometricStageConfig,
-                    start: FaceParams, renderer: Renderer | None = None, progress=None) -> FaceParams:
-    """Run stage B from ``start`` (stage A's result or the regressor's)."""
+                    start: FaceParams, renderer: Renderer | None = None, progress=None,
+                    fixed: Collection[str] = ()) -> FaceParams:
+    """Run stage B from ``start`` (stage A's result or the regressor's); the parameters named in
+    ``fixed`` (e.g. ``("identity",)``) keep their start values."""
     if model.albedo_space == "none":
         raise ValueError("photometric refinement needs a face model with an albedo space")
     renderer = renderer or Renderer.from_model(model)
@@ -178,7 +181,7 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
             + config.albedo_prior * coefficient_prior(params.albedo)
 
     model.clamp_expression_(leaves["expression"].data)
-    minimise(list(leaves.values()), loss_fn, config.iterations, config.lr, progress,
+    minimise([t for n, t in leaves.items() if n not in fixed], loss_fn, config.iterations, config.lr, progress,
              project=lambda: model.clamp_expression_(leaves["expression"]))
     return current().detach()
 

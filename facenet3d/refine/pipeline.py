@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from facenet3d.facemodel import MorphableModel
@@ -27,8 +27,8 @@ class RefineResult:
 
 
 def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start: FaceParams | None = None,
-           renderer: Renderer | None = None, progress: Callable[[str, int, int], None] | None = None
-           ) -> RefineResult:
+           renderer: Renderer | None = None, progress: Callable[[str, int, int], None] | None = None,
+           fixed: Collection[str] = ()) -> RefineResult:
     """Refine faces with the stages of ``config`` (``landmarks``, ``photometric``, ``maps``).
 
     Args:
@@ -39,6 +39,8 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
             initialised from the landmarks. None starts from the mean face.
         renderer: a renderer for the model, reused across calls when given.
         progress: optional callable ``(stage, step, steps)`` after every optimisation step.
+        fixed: parameter names the landmark and photometric stages keep as in ``start`` (a
+            video's identity, estimated once per clip: ``("identity",)``).
     """
     seconds: dict[str, float] = {}
     # The closed-form pose from the landmarks is reliable; a regressor's coefficients are kept.
@@ -54,9 +56,10 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
         steps = getattr(config, stage).iterations
         tell = None if progress is None else (lambda step, loss, s=stage, n=steps: progress(s, step + 1, n))
         if stage == "landmarks":
-            params = fit_landmarks(model, target, config.landmarks, start=params, progress=tell)
+            params = fit_landmarks(model, target, config.landmarks, start=params, progress=tell, fixed=fixed)
         elif stage == "photometric":
-            params = fit_photometric(model, target, config.photometric, params, renderer=renderer, progress=tell)
+            params = fit_photometric(model, target, config.photometric, params, renderer=renderer, progress=tell,
+                                     fixed=fixed)
         elif stage == "maps":
             maps = fit_maps(model, target, config.maps, params, renderer=renderer, progress=tell)
         seconds[stage] = time.perf_counter() - t0
