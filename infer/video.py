@@ -11,7 +11,12 @@ fast motion is followed without lag). ``OUT/<video stem>/`` gets::
                    "raw": the unsmoothed pose}
     overlay.*      the reconstruction over every frame: H.264 .mp4 where OpenCV can encode it, else
                    VP8 .webm (browsers play both), else mp4v .mp4 / MJPG .avi (:data:`VIDEO_CODECS`)
-    video.json     frames, frames with a face, fps, and the overlay's file, codec and fallback note
+    animation.csv  Live Link Face CSV of the smoothed blendshapes and head / eye rotations (models
+                   with ARKit blendshapes, :mod:`facenet3d.export.animation`)
+    animation.glb  the head mesh of the clip's identity (the median of the frames' regressed
+                   identities) with morph-weight and head-rotation animation
+    video.json     frames, frames with a face, fps, the overlay's file, codec and fallback note, and
+                   ``animation``: files written, notes, the clip's identity
     meshes/        frame_<n>.ply|obj|glb per frame with a face (optional): model frame, smoothed
                    expression, vertex albedo
 
@@ -20,7 +25,9 @@ The folder is written under a temporary name and renamed when complete.
 What is smoothed: the photo-camera pose (rotation as its 6D form, re-orthonormalised after
 filtering; translation), the photo camera (log focal length, principal point: the alignment
 crop moves with the face, and the camera follows it) and the expression coefficients. Each is
-filtered in its own unit (:data:`SMOOTHING_UNITS`), so one ``beta`` fits all. Identity, albedo and
+filtered in its own unit (:data:`SMOOTHING_UNITS`; blendshape expressions in
+:data:`facenet3d.track.TRACK_SMOOTHING`'s), so one ``beta`` fits all. Lines of models with ARKit
+blendshapes carry ``blendshapes`` of the smoothed expression. Identity, albedo and
 lighting are per frame as regressed. A frame without a face restarts the filter.
 """
 
@@ -45,10 +52,11 @@ from facenet3d.camera_math import (
     rotation_6d_to_matrix,
 )
 from facenet3d.errors import Facenet3DError, ImageReadError
+from facenet3d.export.arkit import blendshape_record
 from facenet3d.landmarks.detect import FaceDetector
 from facenet3d.landmarks.image_io import IMAGE_SUFFIXES
+from facenet3d.track import TRACK_SMOOTHING, OneEuroFilter  # noqa: F401  (OneEuroFilter re-exported)
 from infer.overlay import photo_overlay
-from facenet3d.track import OneEuroFilter  # noqa: F401  (re-exported: infer.video.OneEuroFilter)
 from infer.pipeline import FaceCrop, PhotoFace, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
 
 #: Suffixes taken for video files.
@@ -220,6 +228,33 @@ class VideoReport:
     overlay_note: str = ""
 
 
+def write_animation_files(folder: Path, kept: dict[str, list], model: RuntimeFaceModel, fps: float,
+                          bounds: list | None) -> dict:
+    """``animation.csv`` (Live Link Face layout, models with ARKit blendshapes) and ``animation.glb`` of
+    the smoothed per-frame values, with the clip's identity (the median of the frames'); returns the
+    ``video.json`` entries."""
+    from facenet3d.export.animation import write_animated_glb, write_live_link_csv
+    from facenet3d.export.arkit import NoBlendshapesError
+    from facenet3d.track import FaceTrack, clip_identity
+
+    identity = clip_identity(np.stack(kept["identity"]))
+    track = FaceTrack(frames=np.asarray(kept["frames"]), times=np.asarray(kept["times"], np.float64),
+                      identity=identity, expression=np.stack(kept["expression"]), rotation=np.stack(kept["rotation"]),
+                      translation=np.stack(kept["translation"]),
+                      expression_names=tuple(model.arrays.expression_names or ()), fps=fps,
+                      expression_bounds=None if bounds is None else tuple(bounds))
+    files, notes = [], []
+    try:
+        write_live_link_csv(track, folder / "animation.csv")
+        files.append("animation.csv")
+    except NoBlendshapesError as e:
+        notes.append(f"no animation.csv: {e}")
+    neutral = model.decode(identity[None], np.zeros((1, track.expression.shape[1])))[0]
+    write_animated_glb(track, model.arrays, neutral, folder / "animation.glb")
+    files.append("animation.glb")
+    return {"animation": {"files": files, "notes": notes, "identity": np.round(identity, 6).tolist()}}
+
+
 def reconstruct_video(source: str | Path, out: str | Path, session, model: RuntimeFaceModel,
                       detector: FaceDetector | None = None, batch_size: int = 16,
                       smoother: PoseSmoother | None = None, meshes: str = "none", overlay: bool = True,
@@ -259,6 +294,13 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
     tmp.mkdir()
     detector = detector or FaceDetector(max_faces=1)
     smoother = smoother or PoseSmoother()
+    names = tuple(model.arrays.expression_names or ())
+    bounds = model.arrays.metadata.get("expression_bounds")
+    if bounds is not None and smoother.expression_unit is None:
+        smoother.expression_unit = TRACK_SMOOTHING.expression_unit
+    # The animation files' track: per frame with a face, the smoothed expression and pose.
+    kept: dict[str, list] = {"frames": [], "times": [], "identity": [], "expression": [], "rotation": [],
+                             "translation": []}
     video = _OverlayWriter(tmp, rate) if overlay else None
     if meshes != "none":
         (tmp / "meshes").mkdir()
@@ -285,7 +327,13 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
             rot, trans, camera, expression = smoother(face, t)
             vertices = model.decode(face.params["identity"][None], expression[None])[0]
             lm_mesh = vertices.astype(np.float64)[model.landmark_index]
-            record = face.params_record(model.name)
+            record = face.params_record(model.name, names)
+            for key, value in (("frames", index), ("times", t), ("identity", face.params["identity"]),
+                               ("expression", expression), ("rotation", rot), ("translation", trans)):
+                kept[key].append(value)
+            shapes = blendshape_record(expression, names)
+            if shapes is not None:
+                record["blendshapes"] = shapes
             record.update({
                 "expression": expression.tolist(),
                 "rotation_ypr_deg": [round(v, 4) for v in matrix_to_euler(rot).tolist()],
@@ -336,9 +384,10 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
         if count == 0:
             raise ImageReadError(source, "no frames could be read")
         codec, note = (video.codec, video.note) if video is not None and video.path is not None else ("", "")
+        animation = write_animation_files(tmp, kept, model, rate, bounds) if kept["frames"] else {}
         write_json({"source": str(source), "frames": count, "frames_with_face": faces_found, "fps": rate,
-                    "overlay": None if not codec else {"file": video.path.name, "codec": codec, "note": note}},
-                   tmp / "video.json")
+                    "overlay": None if not codec else {"file": video.path.name, "codec": codec, "note": note},
+                    **animation}, tmp / "video.json")
         replace_folder(tmp, folder)
     finally:
         if video is not None:
