@@ -239,3 +239,19 @@ def test_a_few_steps_on_labelled_photos_reduce_the_landmark_loss(crop_cache, hea
         history.append(float((terms["teacher68"] + terms["aflw21"]).detach()))
     assert np.isfinite(history).all()
     assert history[-1] < 0.5 * history[0]
+
+
+def test_init_state_carries_a_regressor_across_face_model_rebuilds(head_model, tmp_path):
+    from train.module import FaceRegressorModule
+
+    torch.manual_seed(0)
+    trained = _module(64)
+    with torch.no_grad():
+        for p in trained.regressor.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    path = trained.export(tmp_path / "r.safetensors", trained_steps=7)
+    fresh = FaceRegressorModule(face_model="default", variant="tiny", crop_size=64, init_state=str(path))
+    assert fresh.initial_weights["matching_tensors"] == fresh.initial_weights["of"]
+    for (name, a), (_, b) in zip(trained.regressor.state_dict().items(), fresh.regressor.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name

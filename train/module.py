@@ -125,6 +125,37 @@ def initial_backbone(weights: str | Path, regressor: FaceRegressor) -> dict:
     return {"name": str(weights), "file": path.name, "backbone_only": True, "backbone_sha256": digest}
 
 
+def initial_matching_state(path: str | Path, regressor: FaceRegressor) -> dict:
+    """Load every tensor of a training checkpoint (``.ckpt``, its ``regressor.*`` entries) or regressor
+    ``.safetensors`` whose name and shape match ``regressor``'s; returns the provenance (file,
+    loaded tensor count, the checkpoint's step).
+
+    Raises:
+        WeightsError: unreadable file, or no tensor matches.
+    """
+    path = Path(path)
+    step = None
+    try:
+        if path.suffix == ".ckpt":
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            step = ckpt.get("global_step")
+            prefix = "regressor."
+            tensors = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        else:
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise WeightsError(f"{path}: cannot read a regressor state ({e})") from e
+    own = regressor.state_dict()
+    matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise WeightsError(f"{path}: no tensor matches a {regressor.info.backbone} regressor")
+    regressor.load_state_dict(matching, strict=False)
+    return {"name": str(path), "file": path.name, "matching_tensors": len(matching), "of": len(own),
+            "trained_steps": step}
+
+
 class FaceRegressorModule(pl.LightningModule):
     """Self-supervised training of the regressor through the differentiable renderer.
 
@@ -157,6 +188,10 @@ class FaceRegressorModule(pl.LightningModule):
             with the same backbone (e.g. the previous release's): face features learnt before, a new
             head for this face model. Ignored when ``init_weights`` is given; a resumed checkpoint
             overrides it.
+        init_state: start every regressor tensor whose name and shape match from a training
+            checkpoint (``.ckpt``) or regressor ``.safetensors`` of any face model, e.g. a run whose
+            face model was rebuilt with the same dimensions (its checkpoints no longer resume).
+            Applied after ``init_weights`` / ``init_backbone``; a resumed checkpoint overrides it.
         render_size: side of the photometric term's renders, px (the target and mask are
             area-downsampled to it); None renders at the crop size. Smaller is much cheaper on CPU.
     """
@@ -168,7 +203,7 @@ class FaceRegressorModule(pl.LightningModule):
                  albedo_sampling: str = "vertex", regulariser_size: int = 64, channels_last: bool = True,
                  render_backend: str = "auto", image_every_n_steps: int = 500, image_count: int = 4,
                  init_weights: str | None = None, init_backbone: str | None = None,
-                 render_size: int | None = None):
+                 init_state: str | None = None, render_size: int | None = None):
         super().__init__()
         # Loss weights are kept in the checkpoint as a plain dict: checkpoints load with
         # torch.load(weights_only=True), which refuses to unpickle arbitrary classes.
@@ -189,6 +224,8 @@ class FaceRegressorModule(pl.LightningModule):
             self.regressor.load_state_dict(state)
         elif init_backbone:
             self.initial_weights = initial_backbone(init_backbone, self.regressor)
+        if init_state:
+            self.initial_weights = initial_matching_state(init_state, self.regressor)
         self.crop_size = self.regressor.crop_size
         self.render_size = int(render_size or self.crop_size)
         self._val_sums: dict[str, list[float]] = {}

@@ -189,19 +189,26 @@ def face_model_for(path_or_name: str | Path = "default", model: MorphableModel |
                    ) -> MorphableModel:
     """The face model to use with the regressor weights ``path_or_name``.
 
-    ``model="default"`` means the face model the weights were trained for when it is shipped
-    (``weights/<name>.npz``), else the shipped default head; any other spec (or a model) is
-    taken as given and checked against the weights when they are loaded.
+    ``model="default"`` means the face model the weights name (``weights/<name>.npz``; the
+    shipped default model for weights that name none); any other spec (or a model) is taken as
+    given and checked against the weights when they are loaded.
+
+    Raises:
+        WeightsError: the weights name a face model that is not installed.
     """
     from facenet3d.facemodel import load_face_model
-    from facenet3d.facemodel.registry import shipped_model_path
 
     if isinstance(model, MorphableModel):
         return model
     if str(model) == "default":
-        info = RegressorInfo.from_dict(read_regressor_metadata(_resolve(path_or_name))["regressor"])
-        if info.face_model and shipped_model_path(info.face_model).is_file():
-            return load_face_model(shipped_model_path(info.face_model))
+        path = _resolve(path_or_name)
+        info = RegressorInfo.from_dict(read_regressor_metadata(path)["regressor"])
+        if info.face_model:
+            candidate = WEIGHTS_DIR / f"{Path(info.face_model).name}.npz"
+            if not candidate.is_file():
+                raise WeightsError(f"{path}: the face model {info.face_model!r} it was trained for is not in "
+                                   f"{WEIGHTS_DIR}; pass face_model=")
+            return load_face_model(candidate)
     return load_face_model(model)
 
 

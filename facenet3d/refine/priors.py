@@ -160,8 +160,12 @@ def regional_prior(global_value: torch.Tensor, weights: torch.Tensor, factors: d
     return global_value * scale[None]
 
 
-#: Skin's Fresnel reflectance at normal incidence (refractive index 1.4): ((n - 1) / (n + 1))^2.
+#: Skin's Fresnel reflectance at normal incidence (refractive index 1.4: Tuchin, "Tissue Optics";
+#: Donner and Jensen 2006): ((n - 1) / (n + 1))^2.
 SKIN_F0 = 0.028
+#: Skin's roughness: mid-range of the Torrance-Sparrow roughness Weyrich et al. 2006 fitted to faces
+#: (m = 0.3-0.5 across regions).
+SKIN_ROUGHNESS = 0.4
 
 
 def _model_map(value: torch.Tensor | None, size: int) -> torch.Tensor | None:

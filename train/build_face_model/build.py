@@ -25,6 +25,7 @@ from facenet3d.facemodel import FaceModelArrays, load_native, save_face_model
 from facenet3d.geometry import vertex_normals
 from facenet3d.landmarks.cache import PhotoCache, preprocess
 from facenet3d.landmarks.mean_face import generalized_procrustes
+from facenet3d.refine.priors import SKIN_F0, SKIN_ROUGHNESS
 from facenet3d.render.uv import UVRaster
 from train.build_face_model import albedo as alb
 from train.build_face_model import geometry as geo
@@ -32,13 +33,6 @@ from train.build_face_model import separation as sep
 from train.build_face_model.mesh import RenderMesh, build_render_mesh
 from train.build_face_model.renders import write_model_card_images
 
-#: Specular prior: Fresnel reflectance at normal incidence of skin, from its refractive index
-#: n = 1.4 (Tuchin, "Tissue Optics"; Donner and Jensen 2006): ((n - 1) / (n + 1))^2 = 0.028.
-SKIN_F0 = 0.028
-#: Roughness prior: mid-range of the Torrance-Sparrow roughness fitted to faces by Weyrich et
-#: al. 2006 ("Analysis of human faces using a measurement-based skin reflectance model":
-#: m = 0.3-0.5 across face regions).
-SKIN_ROUGHNESS = 0.4
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
 
 

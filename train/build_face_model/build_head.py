@@ -4,7 +4,8 @@ regional specular/roughness priors; write it with its report and model-card rend
 ``python -m train.build_face_model.build_head --ict DIR --albedo ALBEDO.npz -o weights/facenet3d_head_v2.npz``
 
 ``--albedo`` is the output of :mod:`train.build_face_model.head_albedo` (built from the shared
-photos); without it the model has no albedo space. Deterministic for the same inputs.
+photos); without it the model has no albedo space. Deterministic for the same inputs and thread
+count (the registrations' floating-point sums depend on BLAS threading in the last bits).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenet3d.facemodel import FaceModelArrays, load_native, save_face_model
+from facenet3d.facemodel import FaceModelArrays, load_native, read_face_model_arrays, save_face_model
 from train.build_face_model.head_reflectance import reflectance_maps
 from train.build_face_model.ict_head import ATLAS_SIZE, head_geometry, with_embeddings
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             albedo = {k: npz[k] for k in ("albedo_mean", "albedo_basis")}
     arrays = assemble(a.ict, a.shared, albedo)
     out = save_face_model(arrays, a.output, half_bases=True)
-    report = {"output": str(out), "bytes": out.stat().st_size, "fingerprint": arrays.fingerprint(),
+    # The fingerprint of the file as it loads (bases rounded to float16), as regressors record it.
+    report = {"output": str(out), "bytes": out.stat().st_size, "fingerprint": read_face_model_arrays(out).fingerprint(),
               "vertices": int(len(arrays.mean_shape)), "triangles": int(len(arrays.triangles)),
               "parts": {k: int(len(v)) for k, v in arrays.parts.items()},
               "landmark_embeddings": sorted(arrays.landmark_embeddings), "atlas_size": ATLAS_SIZE,
