@@ -190,6 +190,8 @@ class FaceReconstructor:
                 progress("regress", 0, 1)
             with torch.no_grad():
                 start = self.regressor.predict(target.image)
+            # The network is trained with a soft penalty on the bounds; its answer is kept inside them.
+            self.model.clamp_expression_(start.expression)
         t_regress = time.perf_counter() - t1
         if refine == "none" or not found:
             # Without MediaPipe's points there is nothing to refine against: the start as it is.

@@ -117,6 +117,8 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
         target = _target([clip.crops[i] for i in rows], rec.device)
         with torch.no_grad():
             start = rec.regressor.predict(target.image) if rec.regressor is not None else None
+            if start is not None:
+                model.clamp_expression_(start.expression)
         if identity is not None:
             if start is None:
                 start = FaceParams.neutral(len(rows), model.identity_dim, model.expression_dim, model.albedo_dim,

@@ -166,3 +166,8 @@ def test_onnx_graph_decodes_the_head_as_torch_does(tmp_path):
     np.testing.assert_allclose(out["landmarks68"], dec.landmarks68.numpy(), atol=1e-3)  # px
     assert np.ptp(out["vertices_model"][:, :, 0], axis=0).max() > 0.5  # the faces differ: a real test
     assert 0 <= out["vertex_albedo"].min() and out["vertex_albedo"].max() <= 1
+    # The graph answers ARKit weights inside [0, 1] even where the raw network leaves them.
+    with torch.no_grad():
+        raw = regressor.eval()(images).expression
+    assert bool(((raw < 0) | (raw > 1)).any())
+    np.testing.assert_allclose(out["expression"], raw.clamp(0, 1).numpy(), atol=1e-4)

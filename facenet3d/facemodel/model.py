@@ -123,6 +123,13 @@ class MorphableModel(nn.Module):
             expression.clamp_(*self.expression_bounds)
         return expression
 
+    def clamp_expression(self, expression: torch.Tensor) -> torch.Tensor:
+        """``(B, Ke)`` expression coefficients clamped into :attr:`expression_bounds` (a new tensor;
+        traceable, so exported graphs keep blendshape weights in range)."""
+        if self.expression_bounds is None:
+            return expression
+        return expression.clamp(*self.expression_bounds)
+
     def region(self, name: str) -> torch.Tensor:
         """``(V,)`` bool mask of a named region (e.g. ``"face"``, ``"eyes"``, ``"mouth"``)."""
         if name not in self.region_names:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ class FaceGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         params = self.regressor(image)
+        params = replace(params, expression=self.face_model.clamp_expression(params.expression))
         decoded = decode_face(self.face_model, params, self.camera.to(image.device))
         if self.vertex_albedo_basis.shape[0]:
             offsets = params.albedo @ self.vertex_albedo_basis
