@@ -120,22 +120,23 @@ TORCH_FREE_RUN = textwrap.dedent("""
 
     class BlockTorch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
+            if name.split(".")[0] in ("torch", "mediapipe"):
+                raise ImportError(name + " is blocked in this test (the runtime install has neither)")
             return None
 
     sys.meta_path.insert(0, BlockTorch())
     from infer.__main__ import main
 
     code = main(sys.argv[1:])
-    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "mediapipe"))
     print(json.dumps({"code": code, "torch_modules": loaded}))
 """)
 
 
 @pytest.fixture(scope="module")
 def torch_free_run(onnx_path, photo_folder, clip, tmp_path_factory):
-    """``python -m infer`` on the photos and the clip in a fresh interpreter where importing torch fails."""
+    """``python -m infer`` on the photos and the clip in a fresh interpreter where importing torch or
+    mediapipe fails."""
     out = tmp_path_factory.mktemp("out")
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", TORCH_FREE_RUN, str(photo_folder), str(clip), "-o", str(out),

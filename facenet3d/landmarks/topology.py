@@ -1,4 +1,4 @@
-"""Topology of the MediaPipe face mesh: triangles and region contours, from the installed wheel.
+"""Topology of the MediaPipe face mesh: triangles and region contours, from the wheel's edge sets.
 
 mediapipe 0.10.14 does not ship ``canonical_face_model.obj`` (checked: its
 ``modules/face_geometry/data/`` holds only ``__init__.py``), but it ships the mesh's
@@ -11,7 +11,9 @@ surface with the eyes and the mouth left open (the OBJ's 898 triangles also clos
 three holes: 14 + 14 + 18 triangles), a manifold disk with 3 holes (Euler characteristic
 468 - 1322 + 852 = -2).
 
-Region contours (face oval, eyes, brows, lips) come from the wheel's ``FACEMESH_*`` sets;
+Region contours (face oval, eyes, brows, lips) come from the wheel's ``FACEMESH_*`` sets (copied
+to ``data/mediapipe/face_mesh_connections.npz`` by :mod:`facenet3d.landmarks.convert_mediapipe`, so
+no mediapipe install is needed);
 the nostril rings are not among them and are listed here (vertices around each nostril
 opening on the underside of the nose, checked on the mean face).
 """
@@ -37,10 +39,16 @@ RIGHT_NOSTRIL = (79, 238, 242, 99, 60, 166)
 LEFT_NOSTRIL = (309, 458, 462, 328, 290, 392)
 
 
-def _connections(name: str) -> list[tuple[int, int]]:
-    from mediapipe.python.solutions import face_mesh_connections
+@lru_cache(maxsize=1)
+def _connection_sets() -> dict[str, np.ndarray]:
+    from facenet3d.landmarks.mediapipe_onnx import MODEL_DIR
 
-    return sorted(getattr(face_mesh_connections, name))
+    with np.load(MODEL_DIR / "face_mesh_connections.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def _connections(name: str) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in _connection_sets()[name]]
 
 
 @lru_cache(maxsize=1)
