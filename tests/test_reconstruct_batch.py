@@ -213,18 +213,23 @@ NOISE_RUN = textwrap.dedent("""
     from facenet3d.landmarks.detect import FaceDetector
     from facenet3d.landmarks.image_io import read_image
 
-    detector = quiet_detector(FaceDetector(), verbose=sys.argv[1] == "verbose")
+    detector = quiet_detector(FaceDetector(backend=sys.argv[3]), verbose=sys.argv[1] == "verbose")
     print(len(detector.detect(read_image(sys.argv[2]))))
 """)
 
 
 def test_mediapipe_start_up_messages_only_when_verbose(faces_dir):
+    pytest.importorskip("mediapipe")
     photo = str(photos(faces_dir, 1)[0])
-    runs = {mode: subprocess.run([sys.executable, "-c", NOISE_RUN, mode, photo], cwd=REPO, env=env(),
+    runs = {mode: subprocess.run([sys.executable, "-c", NOISE_RUN, mode, photo, "mediapipe"], cwd=REPO, env=env(),
                                  capture_output=True, text=True, timeout=120) for mode in ("quiet", "verbose")}
     assert [r.stdout.strip() for r in runs.values()] == ["1", "1"]
     assert not any(n in runs["quiet"].stderr for n in NOISE), runs["quiet"].stderr
     assert "inference_feedback_manager" in runs["verbose"].stderr
+    # the default (ONNX) back-end has no such messages at all
+    onnx = subprocess.run([sys.executable, "-c", NOISE_RUN, "verbose", photo, "onnx"], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert onnx.stdout.strip() == "1" and not any(n in onnx.stderr for n in NOISE), onnx.stderr
 
 
 def test_native_stderr_silenced_restores_fd2(capfd):
