@@ -1,23 +1,25 @@
 """Convert the face models bundled in the ``mediapipe`` wheel from TensorFlow Lite to ONNX.
 
-The torch-free runtime runs MediaPipe's face detector, face-mesh and iris networks with
-onnxruntime (:mod:`facenet3d.landmarks.mediapipe_onnx`) so it needs neither the
-``mediapipe`` package nor TensorFlow. This tool makes those ``.onnx`` files from the
-``.tflite`` files of an installed ``mediapipe`` wheel (Apache-2.0), and copies the face mesh's
+The landmark path (:mod:`facenet3d.landmarks.mediapipe_onnx`) runs MediaPipe's face detectors
+(BlazeFace short and full range) and its attention face mesh with onnxruntime, so no install
+needs the ``mediapipe`` package or TensorFlow. This tool makes those ``.onnx`` files from the
+``.tflite`` files of an installed ``mediapipe`` wheel (Apache-2.0) and copies the face mesh's
 edge sets (``face_mesh_connections.npz``, for :mod:`facenet3d.landmarks.topology`); the project
-ships its output
-in ``facenet3d/landmarks/data/mediapipe/``. Run it where ``mediapipe`` and the ``tflite``
-flatbuffer reader are installed (``pip install facenet3d[convert]``)::
+ships its output in ``facenet3d/landmarks/data/mediapipe/``. Run it where ``mediapipe`` and the
+``tflite`` flatbuffer reader are installed (``pip install ".[mediapipe]"``)::
 
     python -m facenet3d.landmarks.convert_mediapipe -o facenet3d/landmarks/data/mediapipe
 
 The output is deterministic (same input bytes -> same output bytes).
 
-How: the models are plain CNNs, so the converter reads the TFLite flatbuffer and writes one
-ONNX node per TFLite operator. TFLite is NHWC, ONNX convolutions are NCHW: every 4-D activation
-is kept NCHW inside the graph, the input stays NHWC (as the TFLite model's) and 4-D outputs
-are transposed back, so both models take and return the same arrays. Float16 weights are
-stored as float16 with a Cast (TFLite's DEQUANTIZE, exact), which halves the files.
+How: the models are plain CNNs, so the converter reads the TFLite flatbuffer and writes ONNX
+nodes per TFLite operator. TFLite is NHWC, ONNX convolutions are NCHW: every 4-D activation is
+kept NCHW inside the graph, the input stays NHWC (as the TFLite model's) and 4-D outputs are
+transposed back, so both models take and return the same arrays. Float16 weights stay float16
+with a Cast (TFLite's DEQUANTIZE, exact), which halves the files; sparse weights are densified.
+MediaPipe's three custom operators of the attention mesh (Landmarks2TransformMatrix,
+TransformTensorBilinear, TransformLandmarks; mediapipe/util/tflite/operations) are written with
+standard operators (the bilinear one as GridSample, hence opset 16).
 """
 
 from __future__ import annotations
