@@ -191,7 +191,11 @@ def test_ray_engine_needs_the_ray_extra(tiny_graph, few_photos, tmp_path, monkey
 
 @pytest.mark.slow
 def test_face_table_holds_the_single_process_numbers(local_ray, tiny_graph, photos, reference, tmp_path, capsys):
-    from infer.table import read_table
+    from facenet3d.landmarks.detect import FaceDetector
+    from infer.batch import detect_photo, place_photo, regress_photos
+    from infer.pipeline import RuntimeFaceModel
+    from infer.session import RegressorSession
+    from infer.table import face_rows, read_table
 
     reference = reference(photos)
     out = tmp_path / "out"
@@ -199,19 +203,33 @@ def test_face_table_holds_the_single_process_numbers(local_ray, tiny_graph, phot
     rows = read_table(out / FACE_TABLE).to_pylist()
     assert sorted(p.name for p in out.iterdir()) == sorted([FACE_TABLE, FAILURES_FILE, FAILURES_TABLE])
     assert len(rows) == 11 and {r["face"] for r in rows} == {0}
+    # The single-process runtime's stages on the same photos, unrounded: every column to 1e-4.
+    session = RegressorSession(tiny_graph.onnx, threads=1)
+    model = RuntimeFaceModel.load("default", session.info)
+    detector = FaceDetector()
     for row in rows:
+        photo = detect_photo(Path(row["input"]), out / row["name"], detector, session.crop_size)
+        placed = place_photo(regress_photos(session, [photo])[0], photo, model, session.crop_size)
+        record = json.loads((reference / row["name"] / RESULT_RECORD).read_text())
+        assert record["input"]["sha256"] == row["input_sha256"]
+        (want,) = face_rows(placed, row["name"], {**record, "settings": json.loads(row["settings"])})
+        for column, value in want.items():
+            if isinstance(value, str):
+                assert row[column] == value, column
+            else:
+                np.testing.assert_allclose(row[column], value, atol=1e-4, rtol=1e-6, err_msg=column)
+        # ... and they are the numbers of params.json and landmarks.json (rounded there).
         params = json.loads((reference / row["name"] / "params.json").read_text())
         marks = json.loads((reference / row["name"] / "landmarks.json").read_text())
-        for column, want in (("identity", params["identity"]), ("expression", params["expression"]),
-                             ("albedo", params["albedo"]), ("sh", params["sh"]),
-                             ("rotation_matrix", params["rotation_matrix"]),
-                             ("translation_mm", params["translation_mm"]),
-                             ("rotation_ypr_deg", params["rotation_ypr_deg"]),
-                             ("focal_px", params["camera"]["focal_px"]),
-                             ("crop_rotation_6d", params["crop"]["rotation_6d"]),
-                             ("detection_box", params["detection"]["box"]),
-                             ("landmarks68_image_px", marks["image_px"]), ("landmarks68_mesh_mm", marks["mesh_mm"])):
-            np.testing.assert_allclose(row[column], np.ravel(want), atol=1e-4, rtol=1e-6, err_msg=column)
+        for column, value, decimals in (("identity", params["identity"], 9), ("sh", params["sh"], 9),
+                                        ("rotation_matrix", params["rotation_matrix"], 6),
+                                        ("translation_mm", params["translation_mm"], 4),
+                                        ("focal_px", params["camera"]["focal_px"], 9),
+                                        ("detection_box", params["detection"]["box"], 2),
+                                        ("landmarks68_image_px", marks["image_px"], 3),
+                                        ("landmarks68_mesh_mm", marks["mesh_mm"], 4)):
+            np.testing.assert_allclose(row[column], np.ravel(value), atol=0.5 * 10.0 ** -decimals + 1e-5,
+                                       rtol=1e-6, err_msg=column)
     assert_failures_listed(out, reference)
     capsys.readouterr()
     assert infer_main([str(photos), "-o", str(out), *ray_args(tiny_graph.onnx, "--table")]) == 1
