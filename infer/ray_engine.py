@@ -99,8 +99,10 @@ def start_ray(address: str | None, num_workers: int, threads: int | None, verbos
     """Connect to Ray: the running instance of this process, the cluster at ``address``, or a new
     local instance. Returns whether this call started one (to stop with ``ray.shutdown()``).
 
-    A local instance gets at least one CPU beyond the actors' (the detection and write tasks
-    need one to run), and its workers import this copy of facenet3d.
+    A local instance counts the actors' CPUs on top of the machine's cores: on CPU an actor
+    waits for its next batch most of the time (the graph is a few ms per face; detection and
+    writing are the rest), so the tasks keep every core busy. Its workers import this copy of
+    facenet3d.
 
     Raises:
         MissingExtraError: ray is not installed.
@@ -115,7 +117,7 @@ def start_ray(address: str | None, num_workers: int, threads: int | None, verbos
         if address is None:
             root = str(Path(__file__).resolve().parents[1])
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-            kwargs.update(num_cpus=max(os.cpu_count() or 1, needed), runtime_env={"env_vars": {"PYTHONPATH": path}})
+            kwargs.update(num_cpus=(os.cpu_count() or 1) + needed - 1, runtime_env={"env_vars": {"PYTHONPATH": path}})
         else:
             kwargs["address"] = address
         ray.init(**kwargs)

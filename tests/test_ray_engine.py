@@ -182,9 +182,18 @@ def test_ray_engine_needs_the_ray_extra(tiny_graph, few_photos, tmp_path, monkey
     """Without ray: a clear error and exit status 2 (no traceback), and nothing else imports it."""
     import sys
 
+    from facenet3d.cli import main as facenet3d_main
+
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     assert infer_main([str(few_photos), "-o", str(tmp_path), *ray_args(tiny_graph.onnx)]) == 2
     assert "pip install 'facenet3d[ray]'" in capsys.readouterr().err
+    # facenet3d reconstruct --backend onnx hands the engine options to the runtime.
+    reconstruct = ["reconstruct", str(few_photos), "-o", str(tmp_path), "--onnx", str(tiny_graph.onnx),
+                   "--engine", "ray", "--quiet"]
+    assert facenet3d_main([*reconstruct, "--backend", "onnx"]) == 2
+    assert "pip install 'facenet3d[ray]'" in capsys.readouterr().err
+    assert facenet3d_main(reconstruct) == 2  # the torch backend has no Ray engine
+    assert "--backend onnx" in capsys.readouterr().err
     assert infer_main([str(few_photos / "broken.jpg"), "-o", str(tmp_path), "--onnx", str(tiny_graph.onnx),
                        "--table"]) == 2
 
