@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     engine = getattr(args, "engine", "local")
     try:
-        if getattr(args, "table", False) and engine != "ray":
-            raise ValueError("--table needs --engine ray")
+        if engine != "ray" and (getattr(args, "table", False) or getattr(args, "ray_address", None)):
+            raise ValueError("--table and --ray-address need --engine ray")
         if getattr(args, "num_workers", 1) < 1:
             raise ValueError("--num-workers must be at least 1")
         others, failures = expand_path_lists([i for i in args.inputs if Path(i) not in videos])

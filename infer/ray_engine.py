@@ -117,7 +117,9 @@ def start_ray(address: str | None, num_workers: int, threads: int | None, verbos
         if address is None:
             root = str(Path(__file__).resolve().parents[1])
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-            kwargs.update(num_cpus=(os.cpu_count() or 1) + needed - 1, runtime_env={"env_vars": {"PYTHONPATH": path}})
+            # "local": a new instance even where RAY_ADDRESS or a `ray start` of this machine would be found.
+            kwargs.update(address="local", num_cpus=(os.cpu_count() or 1) + needed - 1,
+                          runtime_env={"env_vars": {"PYTHONPATH": path}})
         else:
             kwargs["address"] = address
         ray.init(**kwargs)
