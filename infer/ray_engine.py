@@ -44,12 +44,18 @@ PHOTOS_PER_TASK = 4
 #: Memory of a regressor actor beyond its graph's weights: the Python process with onnxruntime and
 #: the activations of a batch of 32 crops.
 SESSION_MEMORY_BASE = 512 * 2**20
+#: Seconds to wait for a cluster's address to answer (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 10.0
 #: A photo's status between the stages and in the rows the driver reads back.
 TODO, DONE, SKIPPED, FAILED = "todo", "done", "skipped", "failed"
 
 
 class ClusterTooSmallError(Facenet3DError, ValueError):
     """The Ray cluster has too few CPUs for the actors asked for and the detection tasks."""
+
+
+class ClusterUnreachableError(Facenet3DError, ConnectionError):
+    """Nothing answers at the Ray cluster's address."""
 
 
 @dataclass
@@ -95,6 +101,25 @@ def session_memory(onnx: Path) -> int:
     return 2 * onnx.stat().st_size + SESSION_MEMORY_BASE
 
 
+def check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address (``auto`` and ``ray://`` addresses
+    are left to Ray).
+
+    Raises:
+        ClusterUnreachableError: the connection is refused or times out.
+    """
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ClusterUnreachableError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
+                                      "`ray start --head` and pass the address it prints") from None
+
+
 def start_ray(address: str | None, num_workers: int, threads: int | None, verbose: bool = False) -> bool:
     """Connect to Ray: the running instance of this process, the cluster at ``address``, or a new
     local instance. Returns whether this call started one (to stop with ``ray.shutdown()``).
@@ -106,6 +131,7 @@ def start_ray(address: str | None, num_workers: int, threads: int | None, verbos
 
     Raises:
         MissingExtraError: ray is not installed.
+        ClusterUnreachableError: nothing answers at ``address``.
         ClusterTooSmallError: the cluster cannot hold the actors and one task beside them.
     """
     ray = import_ray()
@@ -121,6 +147,7 @@ def start_ray(address: str | None, num_workers: int, threads: int | None, verbos
             kwargs.update(address="local", num_cpus=(os.cpu_count() or 1) + needed - 1,
                           runtime_env={"env_vars": {"PYTHONPATH": path}})
         else:
+            check_reachable(address)
             kwargs["address"] = address
         ray.init(**kwargs)
         started = True

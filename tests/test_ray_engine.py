@@ -178,11 +178,16 @@ def test_list_files_and_manifests(tmp_path, photos, manifest):
         ("empty.lst", True), ("columns.parquet", True)]
 
 
-def test_ray_engine_needs_the_ray_extra(tiny_graph, few_photos, tmp_path, monkeypatch, capsys):
-    """Without ray: a clear error and exit status 2 (no traceback), and nothing else imports it."""
+def test_usage_errors(tiny_graph, few_photos, tmp_path, monkeypatch, capsys):
+    """Without ray, or with a cluster address nobody answers at: a clear error and exit status 2
+    (no traceback, no minutes of retries)."""
     import sys
 
     from facenet3d.cli import main as facenet3d_main
+    from infer.ray_engine import ClusterUnreachableError, check_reachable
+
+    with pytest.raises(ClusterUnreachableError, match="no Ray cluster answers at 127.0.0.1:1"):
+        check_reachable("127.0.0.1:1")
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     assert infer_main([str(few_photos), "-o", str(tmp_path), *ray_args(tiny_graph.onnx)]) == 2
