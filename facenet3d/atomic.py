@@ -11,12 +11,18 @@ outputs exist.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_bytes", "write_text"]
+__all__ = ["atomic_path", "remove_temporaries", "write_bytes", "write_text"]
+
+#: Names of what :func:`atomic_path` and :func:`facenet3d.export.bundle.write_image_results` write
+#: before the final rename: ``.<name>.<12 hex digits>.tmp[suffix]`` (and ``.old`` for a replaced folder).
+TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.(tmp|old)(\.[^.]+)?$")
 
 
 @contextmanager
@@ -61,3 +67,27 @@ def write_bytes(data: bytes, path: str | Path) -> Path:
 def write_text(text: str, path: str | Path) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (``\\n`` line ends on every OS); returns ``path``."""
     return write_bytes(text.encode("utf-8"), path)
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files and folders that writers killed mid-write (SIGKILL, a lost
+    node: no ``finally`` ran) left directly in ``folder``; returns them.
+
+    Call it only while nothing writes into ``folder`` (before or after a run): a writer's
+    temporary looks the same as a dead one's.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not TEMPORARY_NAME.match(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -365,8 +365,7 @@ class BatchRun:
     def todo(self, photos: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
         """``(photo, its output folder)`` for every photo not finished yet, under a progress bar."""
         photos = list(photos)
-        self.report.total = len(photos)
-        self._bar = _progress_bar(len(photos), disable=self.quiet)
+        self.begin(len(photos))
         for path, name in zip(photos, output_names(photos), strict=True):
             folder = self.out / name
             self._current = path.name
@@ -376,11 +375,17 @@ class BatchRun:
                 self.failed(path, f"{path}: cannot be read ({e.strerror or e})")
                 continue
             if not self.overwrite and is_finished(folder, record):
-                self.report.skipped.append(path)
-                self._advance()
+                self.skipped(path)
                 continue
             self._records[path] = record
             yield path, folder
+
+    def begin(self, total: int) -> None:
+        """``total`` photos are to be reported (:meth:`todo` calls it; engines that check for
+        finished photos elsewhere call it and then report every photo with :meth:`finished`,
+        :meth:`skipped` or :meth:`failed`)."""
+        self.report.total = int(total)
+        self._bar = _progress_bar(self.report.total, disable=self.quiet)
 
     def stage(self, name: str, step: int = 0, total: int = 0) -> None:
         """Progress within the photo in progress (a ``progress`` callable for the stages)."""
@@ -404,6 +409,11 @@ class BatchRun:
         self.report.written.append(folder)
         self.report.faces += faces
         log(f"{path} -> {folder} ({faces} face{'s' * (faces != 1)})", self.quiet)
+        self._advance()
+
+    def skipped(self, path: Path) -> None:
+        """``path``'s result was already there: report it."""
+        self.report.skipped.append(path)
         self._advance()
 
     def failed(self, path: Path, message: str) -> None:

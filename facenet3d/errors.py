@@ -55,3 +55,13 @@ class ExportError(Facenet3DError, ValueError):
 
 class RenderError(Facenet3DError, ValueError):
     """A render input has the wrong shape or type, or the requested render backend cannot run."""
+
+
+class MissingExtraError(Facenet3DError, ImportError):
+    """A feature needs an optional dependency that is not installed (``pip install facenet3d[extra]``)."""
+
+    def __init__(self, feature: str, package: str, extra: str):
+        self.feature = feature
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{feature} needs {package}, which is not installed: pip install 'facenet3d[{extra}]'")

@@ -128,6 +128,10 @@ def flatten_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         return run_onnx(args)
+    if args.engine != "local" or args.table:
+        print("error: --engine ray and --table run the torch-free runtime: add --backend onnx --onnx FILE",
+              file=sys.stderr)
+        return 2
     if args.refine is None:
         args.refine = "fast"
     from facenet3d.batch import BatchRun, check_output_folder, collect_inputs, quiet_detector
@@ -218,12 +222,14 @@ def run_onnx(args: argparse.Namespace) -> int:
     from infer.__main__ import run as run_infer
 
     infer_args = build_parser().parse_args([*map(str, args.inputs), "-o", str(args.output), "--onnx", args.onnx])
-    for name in ("model", "max_faces", "quiet", "threads", "provider", "overwrite", "verbose"):
+    for name in ("model", "max_faces", "quiet", "threads", "provider", "overwrite", "verbose", "engine", "ray_address",
+                 "num_workers", "table"):
         setattr(infer_args, name, getattr(args, name))
     return run_infer(infer_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from infer.__main__ import add_engine_options
     from infer.session import PROVIDER_CHOICES
 
     p = sub.add_parser("reconstruct", help="reconstruct textured 3D faces from photos",
@@ -253,4 +259,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (--backend onnx)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
                    help="ONNX Runtime execution provider (--backend onnx; default: auto)")
+    add_engine_options(p)  # --engine ray, --table: --backend onnx
     p.set_defaults(func=run)

@@ -7,6 +7,9 @@ Reconstructs faces with a graph exported by ``facenet3d export-onnx`` and writes
 - :mod:`infer.pipeline`: numpy pre- and post-processing (crops in, placed faces and files out);
 - :mod:`infer.overlay`: numpy rasterisation and shading of the overlays;
 - :mod:`infer.batch`: photos and folders in batches, resumable, failures listed;
+- :mod:`infer.inputs`: list files and Parquet manifests of photo paths;
+- :mod:`infer.ray_engine`: the same stages on Ray Data (``--engine ray``; the ``ray`` extra);
+- :mod:`infer.table`: the Parquet face table (``--table``) and failures table;
 - :mod:`infer.video`: videos and frame folders, one-euro smoothing, JSON Lines, overlay video;
 - ``python -m infer INPUT... -o OUT --onnx model.onnx`` (:mod:`infer.__main__`).
 """

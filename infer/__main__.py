@@ -1,7 +1,9 @@
 """``python -m infer INPUT... -o OUT --onnx model.onnx``: the torch-free runtime's command line.
 
-Photos and folders of photos give ``OUT/<photo stem>/`` exactly as ``facenet3d reconstruct``
-writes it (``--refine none``); video files (and folders of frames with ``--video``) give
+Photos, folders of photos, list files (one path a line) and Parquet manifests (a ``path``
+column) give ``OUT/<photo stem>/`` exactly as ``facenet3d reconstruct`` writes it (``--refine
+none``), in this process or on Ray (``--engine ray``, :mod:`infer.ray_engine`; ``--table``: one
+Parquet face table instead, :mod:`infer.table`); video files (and folders of frames with ``--video``) give
 ``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`infer.video`). Exit status 0
 when everything worked, 1 when some input failed (the others are written; ``OUT/failures.json``
 lists them), 2 for usage errors (and an output folder that cannot be written), 130 / 143 when
@@ -14,6 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
+#: ``--engine`` choices: this process, or Ray Data (:mod:`infer.ray_engine`).
+ENGINES = ("local", "ray")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from infer.video import MESH_FORMATS
@@ -23,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconstruct faces with an exported ONNX graph (ONNX Runtime, numpy, OpenCV, MediaPipe; "
                     "no PyTorch). Photos and folders -> OUT/<stem>/ (mesh.obj, mesh.glb, params.json, "
                     "landmarks.json, overlay.png); videos -> OUT/<stem>/frames.jsonl + overlay video.")
-    p.add_argument("inputs", nargs="+", help="photos, folders of photos, video files")
+    p.add_argument("inputs", nargs="+", help="photos, folders of photos, list files (.txt: one path a line), "
+                                             "Parquet manifests (.parquet: a 'path' column), video files")
     p.add_argument("-o", "--output", required=True, help="output folder")
     add_runtime_options(p)
+    add_engine_options(p)
     p.add_argument("--model", default="default", help="the face model's .npz (default: the shipped model)")
     p.add_argument("--batch-size", type=int, default=32, help="crops per graph run (default: 32)")
     p.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo")
@@ -60,6 +67,24 @@ def add_runtime_options(p: argparse.ArgumentParser, onnx_required: bool = True) 
                    help="execution provider: auto (CUDA when onnxruntime-gpu finds a GPU, else CPU), cuda, cpu")
 
 
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """``--engine``, ``--ray-address``, ``--num-workers``, ``--table`` (shared with ``facenet3d reconstruct
+    --backend onnx``)."""
+    from infer.table import FACE_TABLE
+
+    g = p.add_argument_group("engine (photos)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process; ray: Ray Data, detection in tasks and the graph in an actor pool "
+                        "(pip install 'facenet3d[ray]'; default: local)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (ray start --head prints it; default: start a local instance)")
+    g.add_argument("--num-workers", type=int, default=1, metavar="N",
+                   help="regressor actors, one ONNX Runtime session of --threads threads each (default: 1)")
+    g.add_argument("--table", action="store_true",
+                   help=f"one Parquet table of parameters, landmarks and pose, a row per face "
+                        f"(OUT/{FACE_TABLE}/), instead of a folder per photo (--engine ray)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
     from facenet3d.batch import (
@@ -76,15 +101,22 @@ def run(args: argparse.Namespace) -> int:
     from facenet3d.errors import Facenet3DError
     from facenet3d.landmarks.detect import FaceDetector
     from infer.batch import reconstruct_photos
+    from infer.inputs import expand_path_lists
     from infer.pipeline import RuntimeFaceModel
     from infer.session import RegressorSession
     from infer.video import PoseSmoother, is_video, reconstruct_video
 
     videos = [Path(i) for i in args.inputs if is_video(i) or (getattr(args, "video", False) and Path(i).is_dir())]
-    others = [i for i in args.inputs if Path(i) not in videos]
-    photos, failures = collect_inputs(others)
     out = Path(args.output)
+    engine = getattr(args, "engine", "local")
     try:
+        if engine != "ray" and (getattr(args, "table", False) or getattr(args, "ray_address", None)):
+            raise ValueError("--table and --ray-address need --engine ray")
+        if getattr(args, "num_workers", 1) < 1:
+            raise ValueError("--num-workers must be at least 1")
+        others, failures = expand_path_lists([i for i in args.inputs if Path(i) not in videos])
+        photos, missing = collect_inputs(others)
+        failures += missing
         check_output_folder(out)  # before any work
         session = RegressorSession(args.onnx, threads=args.threads, provider=args.provider)
         model = RuntimeFaceModel.load(args.model, session.info)
@@ -93,9 +125,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     verbose = getattr(args, "verbose", False)
     if photos or failures:
-        report = reconstruct_photos(photos, out, session, model, quiet_detector(FaceDetector(), verbose),
-                                    batch_size=args.batch_size, max_faces=args.max_faces, overwrite=args.overwrite,
-                                    quiet=args.quiet, failures=failures)
+        if engine == "ray":
+            from infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray
+
+            options = RayRunOptions(address=args.ray_address, num_workers=args.num_workers, table=args.table,
+                                    verbose=verbose)
+            try:
+                report = reconstruct_photos_on_ray(photos, out, args.onnx, model, session.info, options=options,
+                                                   threads=args.threads, provider=args.provider,
+                                                   batch_size=args.batch_size, max_faces=args.max_faces,
+                                                   overwrite=args.overwrite, quiet=args.quiet, failures=failures)
+            except (Facenet3DError, ConnectionError) as e:  # ray missing, a cluster too small or unreachable
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        else:
+            report = reconstruct_photos(photos, out, session, model, quiet_detector(FaceDetector(), verbose),
+                                        batch_size=args.batch_size, max_faces=args.max_faces,
+                                        overwrite=args.overwrite, quiet=args.quiet, failures=failures)
         print(report.summary(out))
         if report.interrupted:
             return report.exit_status()

@@ -5,12 +5,16 @@ go through the graph together; each photo's folder is then written atomically
 (:func:`facenet3d.export.bundle.write_image_results`). What every batch command shares (skipping
 photos done with the same settings, ``OUT/failures.json``, the output-folder check, SIGINT /
 SIGTERM, progress) is :class:`facenet3d.batch.BatchRun`'s, as for ``facenet3d reconstruct``.
+
+The stages (:func:`detect_photo`, :func:`regress_photos`, :func:`place_photo`,
+:func:`write_photo_folder`) are the whole per-photo work: :func:`reconstruct_photos` chains them
+in one process, :mod:`infer.ray_engine` runs the same functions as Ray tasks and actors.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ from facenet3d.landmarks.detect import FaceDetector
 from infer.pipeline import (
     MAX_DECODE_SIDE,
     FaceCrop,
+    PhotoFace,
     RuntimeFaceModel,
     crops_to_input,
     detect_faces,
@@ -28,16 +33,92 @@ from infer.pipeline import (
     place_faces,
 )
 
-__all__ = ["FAILURES_FILE", "BatchReport", "reconstruct_photos"]
+__all__ = ["FAILURES_FILE", "BatchReport", "DetectedPhoto", "detect_photo", "photo_settings", "place_photo",
+           "reconstruct_photos", "regress_photos", "write_photo_folder"]
 
 
 @dataclass
-class _Pending:
+class DetectedPhoto:
+    """A photo between detection and regression.
+
+    Attributes:
+        path: the photo file.
+        folder: its output folder.
+        faces: its faces, largest first, with their aligned crops.
+        image_size: ``(H, W)`` of the original upright photo.
+        seconds: time per stage so far (recorded in ``params.json``).
+    """
+
     path: Path
     folder: Path
     faces: list[FaceCrop]
     image_size: tuple[int, int]
-    seconds: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def photo_settings(graph_sha256: str, model: RuntimeFaceModel, max_faces: int | None) -> dict:
+    """What makes two runtime results the same (the resume record's ``settings``), whichever
+    engine runs them, so that one engine resumes the other's output folder."""
+    return {"backend": "onnx", "graph_sha256": graph_sha256, "face_model": model.name, "max_faces": max_faces}
+
+
+def detect_photo(path: Path, folder: Path, detector: FaceDetector, crop_size: int,
+                 max_faces: int | None = None) -> DetectedPhoto:
+    """Decode ``path`` (bounded) and detect and align its faces.
+
+    Raises:
+        Facenet3DError: unreadable photo, no face.
+        OSError: the file cannot be read.
+    """
+    from facenet3d.landmarks.image_io import read_image
+
+    t0 = time.perf_counter()
+    image = read_image(path, max_side=MAX_DECODE_SIDE)
+    faces = detect_faces(detector, image, crop_size, max_faces, source=str(path))
+    hw = (image.original_size[1], image.original_size[0])
+    return DetectedPhoto(Path(path), Path(folder), faces, hw, {"detect_align": time.perf_counter() - t0})
+
+
+def regress_photos(session, photos: list[DetectedPhoto], batch_size: int | None = None
+                   ) -> list[dict[str, np.ndarray]]:
+    """Run the graph on every face of ``photos`` at once (``batch_size`` crops per run); returns
+    each photo's outputs (rows in face order) and records the time per face as its ``regress``
+    seconds."""
+    if not photos:
+        return []
+    crops = np.stack([f.crop for photo in photos for f in photo.faces])
+    t0 = time.perf_counter()
+    outputs = session.run(crops_to_input(crops), batch_size=batch_size)
+    per_face = (time.perf_counter() - t0) / len(crops)
+    rows, start = [], 0
+    for photo in photos:
+        n = len(photo.faces)
+        rows.append({name: value[start:start + n] for name, value in outputs.items()})
+        photo.seconds["regress"] = per_face
+        start += n
+    return rows
+
+
+def place_photo(outputs: dict[str, np.ndarray], photo: DetectedPhoto, model: RuntimeFaceModel,
+                crop_size: int) -> list[PhotoFace]:
+    """The faces of one photo placed in it (:func:`infer.pipeline.place_faces`)."""
+    return place_faces(outputs, photo.faces, model, crop_size, photo.image_size, photo.seconds)
+
+
+def write_photo_folder(faces: list[PhotoFace], photo: DetectedPhoto, model: RuntimeFaceModel,
+                       records: dict[str, dict]) -> None:
+    """Write one photo's folder atomically, with ``records`` (its resume record) inside.
+
+    Raises:
+        Facenet3DError, OSError: the photo cannot be decoded again or the files cannot be written.
+    """
+    from facenet3d.export.bundle import write_image_results
+    from facenet3d.landmarks.image_io import read_image
+    from facenet3d.overlay import MAX_OVERLAY_SIDE
+
+    # The overlay is drawn at a bounded size: decode no more than that.
+    pixels = read_image(photo.path, max_side=MAX_OVERLAY_SIDE)
+    write_image_results([face_result(f, model, pixels) for f in faces], photo.folder, records)
 
 
 def reconstruct_photos(photos: list[Path], out: str | Path, session, model: RuntimeFaceModel,
@@ -66,54 +147,34 @@ def reconstruct_photos(photos: list[Path], out: str | Path, session, model: Runt
         facenet3d.batch.OutputFolderError: ``out`` cannot be written (before any work).
     """
     from facenet3d.batch import file_digest
-    from facenet3d.export.bundle import write_image_results
-    from facenet3d.landmarks.image_io import read_image
-    from facenet3d.overlay import MAX_OVERLAY_SIDE
 
     detector = detector or FaceDetector()
-    settings = {"backend": "onnx", "graph_sha256": file_digest(Path(session.path)), "face_model": model.name,
-                "max_faces": max_faces}
-    pending: list[_Pending] = []
+    settings = photo_settings(file_digest(Path(session.path)), model, max_faces)
+    pending: list[DetectedPhoto] = []
     with BatchRun(out, settings, overwrite=overwrite, quiet=quiet, failures=failures or ()) as batch:
 
         def flush() -> None:
             if not pending:
                 return
-            crops = np.stack([f.crop for item in pending for f in item.faces])
-            t0 = time.perf_counter()
             batch.stage("regress")
-            outputs = session.run(crops_to_input(crops), batch_size=batch_size)
-            per_face = (time.perf_counter() - t0) / len(crops)
-            row = 0
-            for item in pending:
-                n = len(item.faces)
-                rows = {name: value[row:row + n] for name, value in outputs.items()}
-                row += n
+            for photo, outputs in zip(pending, regress_photos(session, pending, batch_size), strict=True):
                 try:
-                    placed = place_faces(rows, item.faces, model, session.crop_size, item.image_size,
-                                         {**item.seconds, "regress": per_face})
+                    faces = place_photo(outputs, photo, model, session.crop_size)
                     batch.stage("write")
-                    # The overlay is drawn at a bounded size: decode no more than that.
-                    photo = read_image(item.path, max_side=MAX_OVERLAY_SIDE)
-                    write_image_results([face_result(f, model, photo) for f in placed], item.folder,
-                                        batch.records(item.path))
+                    write_photo_folder(faces, photo, model, batch.records(photo.path))
                 except (Facenet3DError, OSError) as e:
-                    batch.failed(item.path, str(e))
+                    batch.failed(photo.path, str(e))
                     continue
-                batch.finished(item.path, item.folder, n)
+                batch.finished(photo.path, photo.folder, len(faces))
             pending.clear()
 
         for path, folder in batch.todo(photos):
-            t0 = time.perf_counter()
             try:
                 batch.stage("detect")
-                image = read_image(path, max_side=MAX_DECODE_SIDE)
-                faces = detect_faces(detector, image, session.crop_size, max_faces, source=str(path))
+                pending.append(detect_photo(path, folder, detector, session.crop_size, max_faces))
             except (Facenet3DError, OSError) as e:
                 batch.failed(path, str(e))
                 continue
-            hw = (image.original_size[1], image.original_size[0])
-            pending.append(_Pending(path, folder, faces, hw, {"detect_align": time.perf_counter() - t0}))
             if sum(len(p.faces) for p in pending) >= batch_size:
                 flush()
         flush()

@@ -64,6 +64,26 @@ def faces_dir(shared: Path) -> Path:
     return shared / "data" / "faces"
 
 
+@pytest.fixture(scope="session")
+def tiny_graph(faces_dir: Path, tmp_path_factory):
+    """The runtime tests' graph: ``model`` (the shipped face model), ``regressor`` (the tiny
+    variant with perturbed head weights, :func:`onnx_fixtures.perturbed_regressor`) and ``onnx``
+    (its export), built once for every module that runs the runtime."""
+    from types import SimpleNamespace
+
+    from onnx_fixtures import aligned_crops, perturbed_regressor, real_photos
+
+    from facenet3d.network import get_variant
+    from facenet3d.network.weights import face_model_for
+    from facenet3d.onnx import export_onnx
+
+    model = face_model_for("default")  # the face model of the shipped regressors
+    crops = aligned_crops(real_photos(faces_dir, 4), get_variant("tiny").crop_size)[0]
+    regressor = perturbed_regressor("tiny", model, crops)
+    onnx = export_onnx(regressor, model, tmp_path_factory.mktemp("graph") / "tiny.onnx")
+    return SimpleNamespace(model=model, regressor=regressor, onnx=onnx)
+
+
 def tiny_face_model_arrays(identity_dim: int = 4, expression_dim: int = 3, albedo_dim: int = 3,
                            albedo_size: int = 32, seed: int = 0):
     """A small but complete UV-albedo face model on the 468-vertex MediaPipe mesh (mean face).

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import trimesh
-from onnx_fixtures import aligned_crops, perturbed_regressor, real_photos
+from onnx_fixtures import real_photos
 from PIL import Image
 
 from facenet3d.api import FaceReconstructor
@@ -26,9 +26,6 @@ from facenet3d.cli import main as facenet3d_main
 from facenet3d.errors import WeightsError
 from facenet3d.landmarks.detect import FaceDetector
 from facenet3d.landmarks.image_io import read_image
-from facenet3d.network import get_variant
-from facenet3d.network.weights import face_model_for
-from facenet3d.onnx import export_onnx
 from facenet3d.reconstruct import chart_mask, face_result
 from facenet3d.refine.maps_stage import statistical_maps
 from facenet3d.render import PinholeCamera, Renderer, apply_pose, euler_to_matrix, sh_directional, sh_uniform
@@ -48,19 +45,18 @@ FILES = ("mesh.obj", "mesh.mtl", "albedo.png", "specular.png", "roughness.png", 
 
 
 @pytest.fixture(scope="module")
-def model():
-    return face_model_for("default")  # the face model of the shipped regressors
+def model(tiny_graph):
+    return tiny_graph.model
 
 
 @pytest.fixture(scope="module")
-def regressor(model, faces_dir):
-    crops = aligned_crops(real_photos(faces_dir, 4), get_variant("tiny").crop_size)[0]
-    return perturbed_regressor("tiny", model, crops)
+def regressor(tiny_graph):
+    return tiny_graph.regressor
 
 
 @pytest.fixture(scope="module")
-def onnx_path(regressor, model, tmp_path_factory) -> Path:
-    return export_onnx(regressor, model, tmp_path_factory.mktemp("graph") / "tiny.onnx")
+def onnx_path(tiny_graph) -> Path:
+    return tiny_graph.onnx
 
 
 @pytest.fixture(scope="module")
