@@ -140,7 +140,7 @@ def torch_free_run(onnx_path, photo_folder, clip, tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", TORCH_FREE_RUN, str(photo_folder), str(clip), "-o", str(out),
                            "--onnx", str(onnx_path), "--threads", "2", "--batch-size", "2", "--quiet",
-                           "--frame-meshes", "ply"],
+                           "--frame-meshes", "ply", "--redetect-every", "1"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -264,6 +264,7 @@ def test_video_gives_smoothed_json_lines_meshes_and_an_overlay_video(torch_free_
         assert frame.shape == (200, 200, 3)
         n += 1
     assert n == 30
+    assert all(r["tracking"]["detected"] for r in lines)  # --redetect-every 1: the detector's jitter
     # Within each held photo the frames only jitter: once the filter has settled after the cut, the
     # smoothed pose moves much less than the raw one.
     for start in (0, 10, 20):
@@ -282,14 +283,32 @@ def test_frame_folder_without_smoothing_equals_raw(faces_dir, tmp_path, onnx_pat
     for i, f in enumerate(jittered_frames(faces_dir, per_photo=2)):
         Image.fromarray(f).save(frames_dir / f"{i:04d}.png")
     code = infer_main([str(frames_dir), "-o", str(tmp_path / "out"), "--onnx", str(onnx_path), "--video",
-                       "--no-smooth", "--fps", "25", "--no-overlay-video", "--quiet"])
+                       "--no-smooth", "--fps", "25", "--no-overlay-video", "--quiet", "--stream",
+                       str(tmp_path / "live.jsonl")])
     assert code == 0
-    lines = [json.loads(x) for x in (tmp_path / "out/shot/frames.jsonl").read_text().splitlines()]
+    text = (tmp_path / "out/shot/frames.jsonl").read_text()
+    assert (tmp_path / "live.jsonl").read_text() == text  # the stream carries the same lines as they come
+    lines = [json.loads(x) for x in text.splitlines()]
     assert len(lines) == 6 and np.allclose([r["time_s"] for r in lines], np.arange(6) / 25)
+    # Tracked by default: the first frame is detected; later ones follow the regressed face unless it jumped.
+    assert lines[0]["tracking"] == {"detected": True, "confidence": 1.0}
+    assert all(0.0 <= r["tracking"]["confidence"] <= 1.0 for r in lines)
+    video = json.loads((tmp_path / "out/shot/video.json").read_text())
+    assert video["detections"] == sum(r["tracking"]["detected"] for r in lines) and video["redetect_every"] == 30
     for r in lines:
         assert r["rotation_ypr_deg"] == r["raw"]["rotation_ypr_deg"]
         assert r["camera"]["principal_px"] == r["raw"]["principal_px"]
     assert not list((tmp_path / "out/shot").glob("overlay.*"))
+
+
+def test_a_missing_webcam_is_a_failure_with_its_reason(tmp_path, onnx_path, capsys):
+    code = infer_main(["--webcam", "57", "-o", str(tmp_path / "out"), "--onnx", str(onnx_path), "--quiet"])
+    assert code == 1
+    assert "camera 57: cannot open" in capsys.readouterr().err
+    (failure,) = json.loads((tmp_path / "out/failures.json").read_text())
+    assert "camera 57" in failure["error"]
+    assert not (tmp_path / "out/webcam57").exists()
+    assert infer_main(["-o", str(tmp_path / "out"), "--onnx", str(onnx_path)]) == 2  # neither inputs nor a camera
 
 
 def test_one_euro_filter():
