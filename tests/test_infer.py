@@ -406,3 +406,8 @@ def test_reconstruct_command_dispatches_to_the_runtime(faces_dir, tmp_path, onnx
     assert facenet3d_main(["reconstruct", str(photo), "-o", str(tmp_path), "--backend", "onnx",
                            "--onnx", str(onnx_path), "--refine", "fast"]) == 2
     assert facenet3d_main(["reconstruct", str(photo), "-o", str(tmp_path), "--backend", "onnx"]) == 2
+    # A camera goes to the runtime too (none here: a failure with its reason); the torch path refuses it.
+    assert facenet3d_main(["reconstruct", "--webcam", "57", "-o", str(tmp_path / "cam"), "--backend", "onnx",
+                           "--onnx", str(onnx_path), "--quiet"]) == 1
+    assert "camera 57" in (tmp_path / "cam/failures.json").read_text()
+    assert facenet3d_main(["reconstruct", "--webcam", "57", "-o", str(tmp_path / "cam")]) == 2
