@@ -65,8 +65,10 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 #: Frame rate assumed for a folder of frames (and for videos that do not state one).
 DEFAULT_FPS = 30.0
 #: What one unit of each smoothed group is (the filter's ``beta`` multiplies speeds in these units):
-#: 6D rotation entries (0.1 is about 6 degrees), mm, log focal length, px, expression coefficients.
-SMOOTHING_UNITS = {"rotation": 0.1, "translation": 10.0, "log_focal": 0.02, "principal": 5.0, "expression": 0.3}
+#: 6D rotation entries (as :data:`facenet3d.track.TRACK_SMOOTHING`'s), mm, log focal length, px,
+#: expression coefficients.
+SMOOTHING_UNITS = {"rotation": TRACK_SMOOTHING.rotation_unit, "translation": 10.0, "log_focal": 0.02,
+                   "principal": 5.0, "expression": 0.3}
 MESH_FORMATS = ("none", "ply", "obj", "glb")
 #: Frames between detections while the face is tracked (:class:`infer.tracking.FaceTracker`): one second at 30 fps.
 REDETECT_EVERY = 30
