@@ -1,26 +1,31 @@
 """Video: per-frame parameters as JSON Lines, temporally smoothed, optional meshes and an overlay video.
 
-A video file (anything OpenCV decodes) or a folder of frames goes through the graph in batches of
-frames; the largest face of each frame is reconstructed. Pose and expression are smoothed over
+A video file (anything OpenCV decodes), a folder of frames or a live camera goes through the graph
+one frame at a time; the largest face is reconstructed. The detector runs on the first frame and
+then every :data:`REDETECT_EVERY` frames or when tracking is lost; in between, each frame's crop is
+placed from the previous frame's result (:class:`infer.tracking.FaceTracker`), which is what makes
+the path real-time (``benchmarks/video.py``). Pose and expression are smoothed over
 time with a one-euro filter (:class:`OneEuroFilter`, Casiez, Roussel and Vogel, CHI 2012: a
 low-pass filter whose cut-off rises with the speed of the signal, so slow jitter is removed and
 fast motion is followed without lag). ``OUT/<video stem>/`` gets::
 
     frames.jsonl   one line per frame: {"frame", "time_s", "face": true/false, the params.json
                    fields with smoothed pose, camera and expression, "landmarks68_image_px",
-                   "raw": the unsmoothed pose}
+                   "tracking": {"detected", "confidence"}, "raw": the unsmoothed pose}
     overlay.*      the reconstruction over every frame: H.264 .mp4 where OpenCV can encode it, else
                    VP8 .webm (browsers play both), else mp4v .mp4 / MJPG .avi (:data:`VIDEO_CODECS`)
     animation.csv  Live Link Face CSV of the smoothed blendshapes and head / eye rotations (models
                    with ARKit blendshapes, :mod:`facenet3d.export.animation`)
     animation.glb  the head mesh of the clip's identity (the median of the frames' regressed
                    identities) with morph-weight and head-rotation animation
-    video.json     frames, frames with a face, fps, the overlay's file, codec and fallback note, and
-                   ``animation``: files written, notes, the clip's identity
+    video.json     frames, frames with a face, fps, detections, the overlay's file, codec and fallback
+                   note, and ``animation``: files written, notes, the clip's identity
     meshes/        frame_<n>.ply|obj|glb per frame with a face (optional): model frame, smoothed
                    expression, vertex albedo
 
-The folder is written under a temporary name and renamed when complete.
+The folder is written under a temporary name and renamed when complete. A camera
+(``reconstruct_video(0, ...)``) goes to ``OUT/webcam<N>/``, timed by the clock, until SIGINT / SIGTERM
+or ``max_frames``; its lines can also be streamed as they come (``stream``).
 
 What is smoothed: the photo-camera pose (rotation as its 6D form, re-orthonormalised after
 filtering; translation), the photo camera (log focal length, principal point: the alignment
@@ -450,6 +455,8 @@ def reconstruct_video(source: str | Path | int, out: str | Path, session, model:
         if video is not None:
             video.close()
         if count == 0:
+            if live:
+                raise CameraError(source, "opened, but gave no frames")
             raise ImageReadError(str(source), "no frames could be read")
         codec, note = (video.codec, video.note) if video is not None and video.path is not None else ("", "")
         animation = write_animation_files(tmp, kept, model, rate, bounds) if kept["frames"] else {}

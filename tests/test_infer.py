@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -309,6 +310,35 @@ def test_a_missing_webcam_is_a_failure_with_its_reason(tmp_path, onnx_path, caps
     assert "camera 57" in failure["error"]
     assert not (tmp_path / "out/webcam57").exists()
     assert infer_main(["-o", str(tmp_path / "out"), "--onnx", str(onnx_path)]) == 2  # neither inputs nor a camera
+
+
+def test_a_camera_stopped_by_a_signal_keeps_what_it_captured(faces_dir, tmp_path, session, runtime_model,
+                                                             monkeypatch):
+    """A live camera ends with Ctrl-C: the frames captured so far are written, not dropped. The
+    camera is stood in for by real frames followed by the signal (this machine has none)."""
+    import signal
+
+    import infer.video as video_module
+    from facenet3d.batch import Interrupted
+
+    frames = jittered_frames(faces_dir, per_photo=3)[:5]
+
+    def fake_camera(index: int, fps=None):
+        def read():
+            for i, f in enumerate(frames):
+                yield i, i / 30.0, f
+            raise Interrupted(signal.SIGINT)
+
+        return read(), 30.0
+
+    monkeypatch.setattr(video_module, "camera_source", fake_camera)
+    stream = io.StringIO()
+    report = video_module.reconstruct_video(3, tmp_path, session, runtime_model, overlay=False, quiet=True,
+                                            stream=stream)
+    assert report.interrupted and report.frames == 5 and report.folder == tmp_path / "webcam3"
+    text = (report.folder / "frames.jsonl").read_text()
+    assert len(text.splitlines()) == 5 and stream.getvalue() == text
+    assert (report.folder / "animation.glb").is_file() and (report.folder / "video.json").is_file()
 
 
 def test_one_euro_filter():
