@@ -32,6 +32,15 @@ class ImageReadError(Facenet3DError, OSError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class CameraError(Facenet3DError, OSError):
+    """A camera cannot be opened or stops giving frames (no such device, in use, no permission)."""
+
+    def __init__(self, index: int, problem: str):
+        self.index = int(index)
+        self.problem = problem
+        super().__init__(f"camera {self.index}: {problem}")
+
+
 class NoFaceError(Facenet3DError):
     """No face was found in an image."""
 

@@ -126,11 +126,18 @@ def flatten_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.inputs and args.webcam is None:
+        print("error: give inputs (photos, folders, videos) or --webcam N", file=sys.stderr)
+        return 2
     if args.backend == "onnx":
         return run_onnx(args)
     if args.engine != "local" or args.table:
         print("error: --engine ray and --table run the torch-free runtime: add --backend onnx --onnx FILE",
               file=sys.stderr)
+        return 2
+    if args.webcam is not None:
+        print("error: --webcam needs --backend onnx: a live camera is followed frame by frame by the torch-free "
+              "runtime, where the torch path fits a whole clip in two passes", file=sys.stderr)
         return 2
     if args.refine is None:
         args.refine = "fast"
@@ -221,7 +228,9 @@ def run_onnx(args: argparse.Namespace) -> int:
     from infer.__main__ import build_parser
     from infer.__main__ import run as run_infer
 
-    infer_args = build_parser().parse_args([*map(str, args.inputs), "-o", str(args.output), "--onnx", args.onnx])
+    camera = [] if args.webcam is None else ["--webcam", str(args.webcam)]
+    infer_args = build_parser().parse_args([*map(str, args.inputs), "-o", str(args.output), "--onnx", args.onnx,
+                                            *camera])
     for name in ("model", "max_faces", "quiet", "threads", "provider", "overwrite", "verbose", "engine", "ray_address",
                  "num_workers", "table"):
         setattr(infer_args, name, getattr(args, name))
@@ -238,8 +247,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "overlay.png (textured render | shaded geometry with landmarks) and run.json "
                                    "(face_<i>/ sub-folders when a photo has several faces). A re-run skips "
                                    "photos done with the same settings; Ctrl-C keeps finished photos.")
-    p.add_argument("inputs", nargs="+", help="image files or folders, video files (-> OUT/<stem>/frames.jsonl, "
+    p.add_argument("inputs", nargs="*", help="image files or folders, video files (-> OUT/<stem>/frames.jsonl, "
                                              "animation.csv in Live Link Face's layout, animation.glb)")
+    p.add_argument("--webcam", type=int, default=None, metavar="N",
+                   help="a live camera (cv2.VideoCapture(N)) into OUT/webcam<N>/ until Ctrl-C (--backend onnx; "
+                        "python -m infer --webcam has the streaming options)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="none: regressor only; fast: landmark + photometric fit; full: also per-texel UV maps "

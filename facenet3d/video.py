@@ -4,7 +4,11 @@ Two passes over the clip's aligned crops (one detection per frame, crops kept in
 
 1. **identity**: up to :data:`IDENTITY_FRAMES` frames spread over the clip are fitted in full
    (regressor and/or refinement); the clip's identity is their per-coefficient median
-   (:func:`facenet3d.track.clip_identity`);
+   (:func:`facenet3d.track.clip_identity`). Before that, with at least :data:`OFFSET_MIN_FRAMES`
+   such frames, the same frames are fitted together with one offset per landmark shared by all
+   (:func:`facenet3d.refine.detector_offsets`): where the detector's points sit apart from the
+   model's in every frame, which fitted frame by frame would be read as expression; every fit of
+   the clip takes it off its landmarks;
 2. **per frame**: every frame is fitted with that identity fixed (expression and pose only:
    ``refine(..., fixed=("identity",))``, starting from the regressor's expression when there is
    one, else from the mean face), in batches of :data:`FIT_BATCH` frames.
@@ -41,6 +45,9 @@ from facenet3d.track import TRACK_SMOOTHING, FaceTrack, TrackSmoothing, clip_ide
 IDENTITY_FRAMES = 8
 #: Frames fitted together (one batch through the refinement).
 FIT_BATCH = 8
+#: Fewest identity frames from which the detector's landmark offsets are estimated (with fewer, an
+#: offset shared by the frames could not tell the detector's convention from the face's expression).
+OFFSET_MIN_FRAMES = 4
 
 
 @dataclass
@@ -102,7 +109,7 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
     Returns:
         ``(track, identity_frame_indices)``.
     """
-    from facenet3d.refine import initial_lighting, initial_params
+    from facenet3d.refine import LandmarkStageConfig, detector_offsets, initial_lighting, initial_params, offset_target
     from facenet3d.refine import refine as run_refinement
 
     rec, model = reconstructor, reconstructor.model
@@ -113,8 +120,12 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
         raise ValueError("--refine none needs trained regressor weights; use --refine fast (from the mean face)")
     config = None if refine == "none" else rec.config(refine)
 
+    offsets = None
+
     def fit(rows: list[int], identity: torch.Tensor | None) -> FaceParams:
         target = _target([clip.crops[i] for i in rows], rec.device)
+        if offsets is not None:
+            target = offset_target(target, offsets)
         with torch.no_grad():
             start = rec.regressor.predict(target.image) if rec.regressor is not None else None
             if start is not None:
@@ -137,6 +148,12 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
     chosen = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(identity_frames, n))})
     if progress is not None:
         progress("identity", 0, 1)
+    if len(chosen) >= OFFSET_MIN_FRAMES:
+        target = _target([clip.crops[i] for i in chosen], rec.device)
+        with torch.no_grad():
+            start = rec.regressor.predict(target.image) if rec.regressor is not None else None
+        stage = config.landmarks if config is not None else LandmarkStageConfig()
+        offsets = detector_offsets(model, target, stage, initial_params(model, target, start))
     first = fit(chosen, None)
     identity = torch.as_tensor(clip_identity(first.identity.cpu().numpy()), dtype=torch.float32,
                                device=rec.device)[None]

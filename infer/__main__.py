@@ -4,7 +4,9 @@ Photos, folders of photos, list files (one path a line) and Parquet manifests (a
 column) give ``OUT/<photo stem>/`` exactly as ``facenet3d reconstruct`` writes it (``--refine
 none``), in this process or on Ray (``--engine ray``, :mod:`infer.ray_engine`; ``--table``: one
 Parquet face table instead, :mod:`infer.table`); video files (and folders of frames with ``--video``) give
-``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`infer.video`). Exit status 0
+``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`infer.video`); ``--webcam N``
+reconstructs a live camera into ``OUT/webcam<N>/`` until Ctrl-C (``--stream -`` prints each
+frame's line as it comes). Exit status 0
 when everything worked, 1 when some input failed (the others are written; ``OUT/failures.json``
 lists them), 2 for usage errors (and an output folder that cannot be written), 130 / 143 when
 stopped by SIGINT / SIGTERM (finished results are kept; the same command resumes).
@@ -21,14 +23,14 @@ ENGINES = ("local", "ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infer.video import MESH_FORMATS
+    from infer.video import MESH_FORMATS, REDETECT_EVERY
 
     p = argparse.ArgumentParser(
         prog="python -m infer",
         description="Reconstruct faces with an exported ONNX graph (ONNX Runtime, numpy, OpenCV, MediaPipe; "
                     "no PyTorch). Photos and folders -> OUT/<stem>/ (mesh.obj, mesh.glb, params.json, "
                     "landmarks.json, overlay.png); videos -> OUT/<stem>/frames.jsonl + overlay video.")
-    p.add_argument("inputs", nargs="+", help="photos, folders of photos, list files (.txt: one path a line), "
+    p.add_argument("inputs", nargs="*", help="photos, folders of photos, list files (.txt: one path a line), "
                                              "Parquet manifests (.parquet: a 'path' column), video files")
     p.add_argument("-o", "--output", required=True, help="output folder")
     add_runtime_options(p)
@@ -53,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--frame-meshes", choices=MESH_FORMATS, default="none",
                    help="write a mesh per frame in this format (default: none)")
     v.add_argument("--no-overlay-video", action="store_true", help="do not write the overlay video")
+    v.add_argument("--redetect-every", type=int, default=REDETECT_EVERY, metavar="N",
+                   help="the face is tracked from frame to frame and the detector runs every N frames and when "
+                        f"tracking is lost (1: detect in every frame; default: {REDETECT_EVERY})")
+    v.add_argument("--webcam", type=int, default=None, metavar="N",
+                   help="reconstruct the live camera N (cv2.VideoCapture(N)) into OUT/webcam<N>/ until Ctrl-C / "
+                        "SIGTERM or --max-frames; frames.jsonl, animation.csv (Live Link Face) and animation.glb "
+                        "are written when it stops")
+    v.add_argument("--stream", metavar="FILE", default=None,
+                   help="also write each frame's JSON line here as it is made, flushed ('-': stdout)")
+    v.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop a video or camera after N frames")
     return p
 
 
@@ -106,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
     from infer.session import RegressorSession
     from infer.video import PoseSmoother, is_video, reconstruct_video
 
-    videos = [Path(i) for i in args.inputs if is_video(i) or (getattr(args, "video", False) and Path(i).is_dir())]
+    if not args.inputs and args.webcam is None:
+        print("error: give inputs (photos, folders, videos) or --webcam N", file=sys.stderr)
+        return 2
+    videos: list[Path | int] = [Path(i) for i in args.inputs
+                                if is_video(i) or (getattr(args, "video", False) and Path(i).is_dir())]
+    if args.webcam is not None:
+        videos.append(args.webcam)
     out = Path(args.output)
     engine = getattr(args, "engine", "local")
     try:
@@ -149,27 +167,41 @@ def run(args: argparse.Namespace) -> int:
     if videos:
         detector = quiet_detector(FaceDetector(max_faces=1), verbose)
         smoother_args = dict(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta, enabled=not args.no_smooth)
+        stream = None
         try:
+            if args.stream == "-":
+                stream = sys.stdout
+            elif args.stream:
+                stream = open(args.stream, "a", encoding="utf-8")  # noqa: SIM115  (closed below)
             with stop_on_signals():
                 for v in videos:
-                    if (out / v.stem).is_dir() and not args.overwrite:
-                        log(f"{v}: {out / v.stem} exists, skipped", args.quiet)
+                    name = f"webcam{v}" if isinstance(v, int) else v.stem
+                    if (out / name).is_dir() and not args.overwrite:
+                        log(f"{v}: {out / name} exists, skipped", args.quiet)
                         continue
                     try:
-                        r = reconstruct_video(v, out, session, model, detector, batch_size=min(args.batch_size, 16),
+                        r = reconstruct_video(v, out, session, model, detector,
                                               smoother=PoseSmoother(**smoother_args), meshes=args.frame_meshes,
-                                              overlay=not args.no_overlay_video, fps=args.fps, quiet=args.quiet)
+                                              overlay=not args.no_overlay_video, fps=args.fps, quiet=args.quiet,
+                                              redetect_every=args.redetect_every, stream=stream,
+                                              max_frames=args.max_frames)
                     except (Facenet3DError, OSError) as e:
-                        failures.append((v, str(e)))
+                        failures.append((Path(name) if isinstance(v, int) else v, str(e)))
                         print(f"failed: {e}", file=sys.stderr)
                         continue
-                    print(f"{v} -> {r.folder}: {r.frames} frames, {r.faces} with a face "
-                          f"({r.frames / r.seconds:.1f} frames/s)" + (f"; {r.overlay_note}" if r.overlay_note else ""))
+                    # Progress goes to stderr when the frames stream to stdout.
+                    print(f"{v} -> {r.folder}: {r.frames} frames, {r.faces} with a face, {r.detections} detections "
+                          f"({r.frames / r.seconds:.1f} frames/s)" + (f"; {r.overlay_note}" if r.overlay_note else ""),
+                          file=sys.stderr if stream is sys.stdout else sys.stdout)
+                    if r.interrupted:
+                        break  # a live camera is stopped by a signal: that is its normal end
         except Interrupted as e:
             print(f"interrupted ({e}): finished videos kept, the one in progress dropped", file=sys.stderr)
             return INTERRUPTED_STATUS.get(e.signum, 130)
         finally:
             write_failures(out, failures)
+            if stream is not None and stream is not sys.stdout:
+                stream.close()
     return 1 if failures else 0
 
 

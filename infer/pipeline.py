@@ -62,6 +62,7 @@ class RuntimeFaceModel:
         self._expression = arrays.expression_basis.reshape(len(arrays.expression_basis), v * 3).astype(np.float32)
         self._albedo_basis: np.ndarray | None = None
         self._chart: np.ndarray | None = None
+        self._landmark_bases: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def load(cls, spec: str | os.PathLike, info: OnnxModelInfo | None = None) -> RuntimeFaceModel:
@@ -99,6 +100,18 @@ class RuntimeFaceModel:
         offsets = (np.asarray(identity, np.float32) @ self._identity
                    + np.asarray(expression, np.float32) @ self._expression)
         return self.arrays.mean_shape.astype(np.float32) + offsets.reshape(len(offsets), -1, 3)
+
+    def decode_landmarks(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
+        """``(Ki,)``, ``(Ke,)`` coefficients -> ``(68, 3)`` float64 mm, model frame: :meth:`decode` at the
+        landmark vertices alone (a video frame that draws no mesh needs nothing more)."""
+        if self._landmark_bases is None:
+            rows = (self.landmark_index[:, None] * 3 + np.arange(3)).reshape(-1)
+            self._landmark_bases = (self._identity[:, rows].astype(np.float64),
+                                    self._expression[:, rows].astype(np.float64),
+                                    self.arrays.mean_shape[self.landmark_index].astype(np.float64))
+        ident, expr, mean = self._landmark_bases
+        offsets = np.asarray(identity, np.float64) @ ident + np.asarray(expression, np.float64) @ expr
+        return mean + offsets.reshape(-1, 3)
 
     def chart_mask(self) -> np.ndarray | None:
         """``(T, T)`` bool texels of the UV charts grown by :data:`CHART_BORDER` (numpy twin of

@@ -73,6 +73,10 @@ class RegressorSession:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        # Idle worker threads sleep instead of spinning: a video runs the graph once per frame between
+        # other work, where spinning threads burned as much CPU as the graph itself (and, on a shared
+        # machine, took it from the rest of the frame); batches of photos run long enough not to care.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=select_providers(provider))
         except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only

@@ -1,26 +1,31 @@
 """Video: per-frame parameters as JSON Lines, temporally smoothed, optional meshes and an overlay video.
 
-A video file (anything OpenCV decodes) or a folder of frames goes through the graph in batches of
-frames; the largest face of each frame is reconstructed. Pose and expression are smoothed over
+A video file (anything OpenCV decodes), a folder of frames or a live camera goes through the graph
+one frame at a time; the largest face is reconstructed. The detector runs on the first frame and
+then every :data:`REDETECT_EVERY` frames or when tracking is lost; in between, each frame's crop is
+placed from the previous frame's result (:class:`infer.tracking.FaceTracker`), which is what makes
+the path real-time (``benchmarks/video.py``). Pose and expression are smoothed over
 time with a one-euro filter (:class:`OneEuroFilter`, Casiez, Roussel and Vogel, CHI 2012: a
 low-pass filter whose cut-off rises with the speed of the signal, so slow jitter is removed and
 fast motion is followed without lag). ``OUT/<video stem>/`` gets::
 
     frames.jsonl   one line per frame: {"frame", "time_s", "face": true/false, the params.json
                    fields with smoothed pose, camera and expression, "landmarks68_image_px",
-                   "raw": the unsmoothed pose}
+                   "tracking": {"detected", "confidence"}, "raw": the unsmoothed pose}
     overlay.*      the reconstruction over every frame: H.264 .mp4 where OpenCV can encode it, else
                    VP8 .webm (browsers play both), else mp4v .mp4 / MJPG .avi (:data:`VIDEO_CODECS`)
     animation.csv  Live Link Face CSV of the smoothed blendshapes and head / eye rotations (models
                    with ARKit blendshapes, :mod:`facenet3d.export.animation`)
     animation.glb  the head mesh of the clip's identity (the median of the frames' regressed
                    identities) with morph-weight and head-rotation animation
-    video.json     frames, frames with a face, fps, the overlay's file, codec and fallback note, and
-                   ``animation``: files written, notes, the clip's identity
+    video.json     frames, frames with a face, fps, detections, the overlay's file, codec and fallback
+                   note, and ``animation``: files written, notes, the clip's identity
     meshes/        frame_<n>.ply|obj|glb per frame with a face (optional): model frame, smoothed
                    expression, vertex albedo
 
-The folder is written under a temporary name and renamed when complete.
+The folder is written under a temporary name and renamed when complete. A camera
+(``reconstruct_video(0, ...)``) goes to ``OUT/webcam<N>/``, timed by the clock, until SIGINT / SIGTERM
+or ``max_frames``; its lines can also be streamed as they come (``stream``).
 
 What is smoothed: the photo-camera pose (rotation as its 6D form, re-orthonormalised after
 filtering; translation), the photo camera (log focal length, principal point: the alignment
@@ -38,9 +43,10 @@ import math
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -51,22 +57,28 @@ from facenet3d.camera_math import (
     project_points,
     rotation_6d_to_matrix,
 )
-from facenet3d.errors import Facenet3DError, ImageReadError
+from facenet3d.errors import CameraError, Facenet3DError, ImageReadError
 from facenet3d.export.arkit import blendshape_record
 from facenet3d.landmarks.detect import FaceDetector
 from facenet3d.landmarks.image_io import IMAGE_SUFFIXES
 from facenet3d.track import TRACK_SMOOTHING, OneEuroFilter  # noqa: F401  (OneEuroFilter re-exported)
 from infer.overlay import photo_overlay
-from infer.pipeline import FaceCrop, PhotoFace, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
+from infer.pipeline import PhotoFace, RuntimeFaceModel, crops_to_input, place_faces
 
 #: Suffixes taken for video files.
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 #: Frame rate assumed for a folder of frames (and for videos that do not state one).
 DEFAULT_FPS = 30.0
 #: What one unit of each smoothed group is (the filter's ``beta`` multiplies speeds in these units):
-#: 6D rotation entries (0.1 is about 6 degrees), mm, log focal length, px, expression coefficients.
-SMOOTHING_UNITS = {"rotation": 0.1, "translation": 10.0, "log_focal": 0.02, "principal": 5.0, "expression": 0.3}
+#: 6D rotation entries (as :data:`facenet3d.track.TRACK_SMOOTHING`'s), mm, log focal length, px,
+#: expression coefficients.
+SMOOTHING_UNITS = {"rotation": TRACK_SMOOTHING.rotation_unit, "translation": 10.0, "log_focal": 0.02,
+                   "principal": 5.0, "expression": 0.3}
 MESH_FORMATS = ("none", "ply", "obj", "glb")
+#: Frames between detections while the face is tracked (:class:`infer.tracking.FaceTracker`): one second at 30 fps.
+REDETECT_EVERY = 30
+#: A frame: ``(index, time_s, (H, W, 3) uint8 RGB)``.
+Frames = Generator[tuple[int, float, np.ndarray], None, None]
 
 
 @dataclass
@@ -118,11 +130,11 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def frame_source(source: str | Path, fps: float | None = None) -> tuple[Iterator[tuple[int, float, np.ndarray]], float]:
+def frame_source(source: str | Path, fps: float | None = None) -> tuple[Frames, float]:
     """Frames of a video file or of a folder of images (sorted by name).
 
     Returns:
-        ``(frames, fps)``: an iterator of ``(index, time_s, (H, W, 3) uint8 RGB)`` and the frame rate.
+        ``(frames, fps)``: a generator of ``(index, time_s, (H, W, 3) uint8 RGB)`` and the frame rate.
 
     Raises:
         ImageReadError: the video cannot be opened or the folder holds no images.
@@ -136,7 +148,7 @@ def frame_source(source: str | Path, fps: float | None = None) -> tuple[Iterator
             raise ImageReadError(source, "no image frames in this folder")
         rate = float(fps or DEFAULT_FPS)
 
-        def read_folder() -> Iterator[tuple[int, float, np.ndarray]]:
+        def read_folder() -> Frames:
             from facenet3d.landmarks.image_io import read_image
 
             for i, f in enumerate(files):
@@ -148,22 +160,58 @@ def frame_source(source: str | Path, fps: float | None = None) -> tuple[Iterator
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():
         raise ImageReadError(source, "cannot open video (not a video file, or a codec OpenCV lacks)")
+    rate = _capture_rate(capture, fps)
+    return _capture_frames(capture, lambda i: i / rate), rate
+
+
+def camera_source(index: int, fps: float | None = None) -> tuple[Frames, float]:
+    """Frames of a live camera (``cv2.VideoCapture(index)``), timed by the clock as they arrive.
+
+    Returns:
+        ``(frames, fps)`` as :func:`frame_source`'s; ``fps`` is the camera's stated rate (or ``fps``).
+
+    Raises:
+        CameraError: no camera ``index``, or it cannot be opened.
+    """
+    import cv2
+
+    from facenet3d.batch import native_stderr_silenced
+
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise CameraError(-1 if not isinstance(index, int) else index, "a camera is named by an index >= 0")
+    with native_stderr_silenced():  # OpenCV's backends print their own failure lines on fd 2
+        capture = cv2.VideoCapture(index)
+        opened = capture.isOpened()
+    if not opened:
+        capture.release()
+        raise CameraError(index, "cannot open it (no such camera, it is in use, or access is denied)")
+    # Keep the newest frame only: a frame waiting in the driver's queue is latency, not data.
+    capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    start = time.perf_counter()
+    return _capture_frames(capture, lambda i: time.perf_counter() - start), _capture_rate(capture, fps)
+
+
+def _capture_rate(capture, fps: float | None) -> float:
+    import cv2
+
     stated = capture.get(cv2.CAP_PROP_FPS)
-    rate = float(fps or (stated if stated and stated > 0 and math.isfinite(stated) else DEFAULT_FPS))
+    return float(fps or (stated if stated and stated > 0 and math.isfinite(stated) else DEFAULT_FPS))
 
-    def read_video() -> Iterator[tuple[int, float, np.ndarray]]:
-        i = 0
-        try:
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                yield i, i / rate, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                i += 1
-        finally:
-            capture.release()
 
-    return read_video(), rate
+def _capture_frames(capture, time_of: Callable[[int], float]) -> Frames:
+    """An OpenCV capture's frames as RGB, ``time_of(index)`` seconds each; released when done."""
+    import cv2
+
+    i = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            yield i, time_of(i), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        capture.release()
 
 
 #: Overlay video encodings, most wanted first: ``(file name, fourcc, codec name, browsers play it)``.
@@ -217,7 +265,8 @@ class _OverlayWriter:
 @dataclass
 class VideoReport:
     """What a video run wrote: frames, frames with a face, the folder, the frame rate, seconds,
-    the overlay video's codec (empty without one) and what was done instead of H.264, if anything."""
+    the overlay video's codec (empty without one), what was done instead of H.264, if anything,
+    frames the detector ran on and whether a live source was stopped by a signal."""
 
     folder: Path
     frames: int
@@ -226,6 +275,8 @@ class VideoReport:
     seconds: float
     overlay_codec: str = ""
     overlay_note: str = ""
+    detections: int = 0
+    interrupted: bool = False
 
 
 def write_animation_files(folder: Path, kept: dict[str, list], model: RuntimeFaceModel, fps: float,
@@ -255,44 +306,56 @@ def write_animation_files(folder: Path, kept: dict[str, list], model: RuntimeFac
     return {"animation": {"files": files, "notes": notes, "identity": np.round(identity, 6).tolist()}}
 
 
-def reconstruct_video(source: str | Path, out: str | Path, session, model: RuntimeFaceModel,
-                      detector: FaceDetector | None = None, batch_size: int = 16,
-                      smoother: PoseSmoother | None = None, meshes: str = "none", overlay: bool = True,
-                      fps: float | None = None, quiet: bool = False) -> VideoReport:
+def reconstruct_video(source: str | Path | int, out: str | Path, session, model: RuntimeFaceModel,
+                      detector: FaceDetector | None = None, smoother: PoseSmoother | None = None,
+                      meshes: str = "none", overlay: bool = True, fps: float | None = None, quiet: bool = False,
+                      redetect_every: int = REDETECT_EVERY, stream: TextIO | None = None,
+                      max_frames: int | None = None) -> VideoReport:
     """Reconstruct the largest face of every frame into ``out/<source stem>/`` (see the module docstring).
 
+    Frames go through the graph one at a time: each frame's crop is placed from the previous
+    frame's result (:class:`infer.tracking.FaceTracker`), so a live camera is followed as it comes.
+
     Args:
-        source: a video file or a folder of frames.
+        source: a video file, a folder of frames, or a camera index (``out/webcam<N>/``; the run
+            ends on SIGINT / SIGTERM, which are then a normal stop, or after ``max_frames``).
         out: output folder.
         session: an :class:`infer.session.RegressorSession`.
         model: its face model.
         detector: face detector (created when None).
-        batch_size: frames per graph run.
         smoother: pose/expression smoothing (default settings when None; ``PoseSmoother(enabled=False)``
             for raw values).
         meshes: per-frame mesh format, ``"none"``, ``"ply"``, ``"obj"`` or ``"glb"``.
         overlay: write the overlay video.
         fps: frame rate of a folder of frames (default 30) or override of the video's.
         quiet: no progress bar.
+        redetect_every: run the detector at least every this many frames (1: in every frame).
+        stream: also write each JSON line here as it is made, flushed (e.g. ``sys.stdout``).
+        max_frames: stop after this many frames.
 
     Raises:
         ImageReadError: the source cannot be read.
+        CameraError: the camera cannot be opened.
     """
+    from facenet3d.batch import Interrupted
     from facenet3d.export import write_mesh
     from facenet3d.export.bundle import replace_folder
     from facenet3d.export.jsonfile import write_json
     from facenet3d.export.mesh import TexturedMesh
+    from infer.tracking import FaceTracker
 
     if meshes not in MESH_FORMATS:
         raise ValueError(f"meshes must be one of {MESH_FORMATS}, got {meshes!r}")
     t_start = time.perf_counter()
-    source = Path(source)
-    frames, rate = frame_source(source, fps)
-    folder = Path(out) / source.stem
+    live = isinstance(source, int)
+    frames, rate = camera_source(source, fps) if live else frame_source(source, fps)
+    name = f"webcam{source}" if live else Path(source).stem
+    folder = Path(out) / name
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(6)}.tmp")
     tmp.mkdir()
     detector = detector or FaceDetector(max_faces=1)
+    tracker = FaceTracker(detector, session.crop_size, redetect_every)
     smoother = smoother or PoseSmoother()
     names = tuple(model.arrays.expression_names or ())
     bounds = model.arrays.metadata.get("expression_bounds")
@@ -304,58 +367,65 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
     video = _OverlayWriter(tmp, rate) if overlay else None
     if meshes != "none":
         (tmp / "meshes").mkdir()
-    count = faces_found = 0
-    batch: list[tuple[int, float, np.ndarray, FaceCrop | None, str]] = []
+    count = faces_found = detections = 0
+    interrupted = False
 
-    def emit(lines) -> None:
-        nonlocal count, faces_found
-        with_face = [b for b in batch if b[3] is not None]
-        outputs = (session.run(crops_to_input(np.stack([b[3].crop for b in with_face])))
-                   if with_face else {})
-        row = 0
-        for index, t, rgb, crop, error in batch:
-            count += 1
-            if crop is None:
-                smoother.reset()
-                lines.write(json.dumps({"frame": index, "time_s": round(t, 6), "face": False, "error": error}) + "\n")
-                if video is not None:
-                    video.write(rgb)
-                continue
-            rows = {name: value[row:row + 1] for name, value in outputs.items()}
-            row += 1
-            face = place_faces(rows, [crop], model, session.crop_size, rgb.shape[:2])[0]
-            rot, trans, camera, expression = smoother(face, t)
-            vertices = model.decode(face.params["identity"][None], expression[None])[0]
-            lm_mesh = vertices.astype(np.float64)[model.landmark_index]
-            record = face.params_record(model.name, names)
-            for key, value in (("frames", index), ("times", t), ("identity", face.params["identity"]),
-                               ("expression", expression), ("rotation", rot), ("translation", trans)):
-                kept[key].append(value)
-            shapes = blendshape_record(expression, names)
-            if shapes is not None:
-                record["blendshapes"] = shapes
-            record.update({
-                "expression": expression.tolist(),
-                "rotation_ypr_deg": [round(v, 4) for v in matrix_to_euler(rot).tolist()],
-                "rotation_matrix": np.round(rot, 6).tolist(), "translation_mm": np.round(trans, 4).tolist(),
-                "camera": {**record["camera"], "focal_px": list(camera.focal), "principal_px": list(camera.principal)},
-                "landmarks68_image_px": np.round(project_points(lm_mesh @ rot.T + trans, camera.focal,
-                                                                camera.principal), 3).tolist(),
-                "raw": {"rotation_ypr_deg": record["rotation_ypr_deg"], "translation_mm": record["translation_mm"],
-                        "focal_px": record["camera"]["focal_px"], "principal_px": record["camera"]["principal_px"]},
-            })
-            record.pop("seconds", None)
-            lines.write(json.dumps({"frame": index, "time_s": round(t, 6), "face": True, **record}) + "\n")
-            faces_found += 1
-            if meshes != "none":
-                mesh = TexturedMesh(vertices, model.triangles, vertex_colors=face.vertex_albedo, name="face")
-                write_mesh(mesh, tmp / "meshes" / f"frame_{index:06d}.{meshes}")
+    def write_line(lines: TextIO, record: dict) -> None:
+        text = json.dumps(record) + "\n"
+        lines.write(text)
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+
+    def process(lines: TextIO, index: int, t: float, rgb: np.ndarray) -> None:
+        nonlocal faces_found, detections
+        try:
+            placed = tracker.crop(rgb)
+        except Facenet3DError as e:  # no face in this frame
+            smoother.reset()
+            write_line(lines, {"frame": index, "time_s": round(t, 6), "face": False, "error": str(e)})
             if video is not None:
-                video.write(photo_overlay(vertices.astype(np.float64) @ rot.T + trans, model.triangles,
-                                          face.vertex_albedo, face.params["sh"], camera.focal, camera.principal,
-                                          rgb))
-        batch.clear()
+                video.write(rgb)
+            return
+        detections += placed.detected
+        outputs = session.run(crops_to_input(placed.face.crop[None]))
+        face = place_faces(outputs, [placed.face], model, session.crop_size, rgb.shape[:2])[0]
+        confidence = tracker.update(face.landmarks68_image)
+        rot, trans, camera, expression = smoother(face, t)
+        identity = face.params["identity"]
+        # The mesh only when something draws or writes it; the landmarks need their 68 vertices.
+        vertices = model.decode(identity[None], expression[None])[0] if video is not None or meshes != "none" \
+            else None
+        lm_mesh = model.decode_landmarks(identity, expression)
+        record = face.params_record(model.name, names)
+        for key, value in (("frames", index), ("times", t), ("identity", identity),
+                           ("expression", expression), ("rotation", rot), ("translation", trans)):
+            kept[key].append(value)
+        shapes = blendshape_record(expression, names)
+        if shapes is not None:
+            record["blendshapes"] = shapes
+        record.update({
+            "expression": expression.tolist(),
+            "rotation_ypr_deg": [round(v, 4) for v in matrix_to_euler(rot).tolist()],
+            "rotation_matrix": np.round(rot, 6).tolist(), "translation_mm": np.round(trans, 4).tolist(),
+            "camera": {**record["camera"], "focal_px": list(camera.focal), "principal_px": list(camera.principal)},
+            "landmarks68_image_px": np.round(project_points(lm_mesh @ rot.T + trans, camera.focal,
+                                                            camera.principal), 3).tolist(),
+            "tracking": {"detected": placed.detected, "confidence": round(confidence, 4)},
+            "raw": {"rotation_ypr_deg": record["rotation_ypr_deg"], "translation_mm": record["translation_mm"],
+                    "focal_px": record["camera"]["focal_px"], "principal_px": record["camera"]["principal_px"]},
+        })
+        record.pop("seconds", None)
+        write_line(lines, {"frame": index, "time_s": round(t, 6), "face": True, **record})
+        faces_found += 1
+        if meshes != "none":
+            mesh = TexturedMesh(vertices, model.triangles, vertex_colors=face.vertex_albedo, name="face")
+            write_mesh(mesh, tmp / "meshes" / f"frame_{index:06d}.{meshes}")
+        if video is not None:
+            video.write(photo_overlay(vertices.astype(np.float64) @ rot.T + trans, model.triangles,
+                                      face.vertex_albedo, face.params["sh"], camera.focal, camera.principal, rgb))
 
+    codec = note = ""
     try:
         with open(tmp / "frames.jsonl", "w", encoding="utf-8") as lines:
             bar = None
@@ -363,29 +433,35 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
                 try:
                     from tqdm import tqdm
 
-                    bar = tqdm(desc=source.name, unit="frame")
+                    bar = tqdm(desc=name, unit="frame")
                 except ImportError:
                     bar = None
-            for index, t, rgb in frames:
-                try:
-                    crop, error = detect_faces(detector, rgb, session.crop_size, 1)[0], ""
-                except Facenet3DError as e:  # no face in this frame
-                    crop, error = None, str(e)
-                batch.append((index, t, rgb, crop, error))
-                if len(batch) >= batch_size:
-                    emit(lines)
-                if bar is not None:
-                    bar.update(1)
-            emit(lines)
+            try:
+                for index, t, rgb in frames:
+                    process(lines, index, t, rgb)
+                    count += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if max_frames is not None and count >= max_frames:
+                        break
+            except Interrupted:
+                if not live:
+                    raise
+                interrupted = True  # a live camera ends this way: write what was captured
+            finally:
+                frames.close()
             if bar is not None:
                 bar.close()
         if video is not None:
             video.close()
         if count == 0:
-            raise ImageReadError(source, "no frames could be read")
+            if live:
+                raise CameraError(source, "opened, but gave no frames")
+            raise ImageReadError(str(source), "no frames could be read")
         codec, note = (video.codec, video.note) if video is not None and video.path is not None else ("", "")
         animation = write_animation_files(tmp, kept, model, rate, bounds) if kept["frames"] else {}
         write_json({"source": str(source), "frames": count, "frames_with_face": faces_found, "fps": rate,
+                    "detections": detections, "redetect_every": redetect_every,
                     "overlay": None if not codec else {"file": video.path.name, "codec": codec, "note": note},
                     **animation}, tmp / "video.json")
         replace_folder(tmp, folder)
@@ -395,4 +471,5 @@ def reconstruct_video(source: str | Path, out: str | Path, session, model: Runti
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return VideoReport(folder=folder, frames=count, faces=faces_found, fps=rate,
-                       seconds=time.perf_counter() - t_start, overlay_codec=codec, overlay_note=note)
+                       seconds=time.perf_counter() - t_start, overlay_codec=codec, overlay_note=note,
+                       detections=detections, interrupted=interrupted)

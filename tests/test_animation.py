@@ -203,6 +203,38 @@ def _accessor(doc: dict, binary: bytes, index: int) -> np.ndarray:
     return np.frombuffer(binary, "<f4", acc["count"] * width, view.get("byteOffset", 0)).reshape(acc["count"], -1)
 
 
+def test_torch_video_path_end_to_end(faces_dir: Path, tmp_path: Path):
+    """``facenet3d reconstruct`` on a short clip of real photos, with a short landmark-only fit: one
+    identity for every frame (through the detector offsets, which 4 frames switch on), the JSON Lines,
+    the Live Link CSV and the GLB hold the same numbers. The known answers are the slow test below."""
+    from PIL import Image
+
+    from facenet3d.api import FaceReconstructor
+    from facenet3d.video import OFFSET_MIN_FRAMES, reconstruct_video
+    from tests.onnx_fixtures import real_photos
+
+    frames = tmp_path / "shot"
+    frames.mkdir()
+    photo = np.array(Image.open(real_photos(faces_dir, 1)[0]).convert("RGB").resize((200, 200)))
+    for i in range(OFFSET_MIN_FRAMES + 1):
+        Image.fromarray(np.roll(photo, (i, 2 * i), axis=(0, 1))).save(frames / f"{i:03d}.png")
+    config = tmp_path / "quick.yaml"
+    config.write_text("stages: [landmarks]\nlandmarks: {iterations: 8}\n")
+    report = reconstruct_video(frames, tmp_path / "out", FaceReconstructor.from_pretrained("none"),
+                               refine=str(config))
+    assert report.frames == report.faces == OFFSET_MIN_FRAMES + 1
+    lines = [json.loads(s) for s in (report.folder / "frames.jsonl").read_text().splitlines()]
+    assert all(ln["identity"] == lines[0]["identity"] for ln in lines)
+    codes, cols = read_live_link_csv(report.folder / "animation.csv")
+    assert codes == [ln["timecode"] for ln in lines]
+    for name in ("jawOpen", "mouthSmileLeft", "eyeBlinkRight"):
+        assert np.allclose(cols[name], [ln["blendshapes"][name] for ln in lines], atol=1e-6)
+    doc, binary = _read_glb(report.folder / "animation.glb")
+    weights = _accessor(doc, binary, doc["animations"][0]["samplers"][0]["output"]).reshape(len(lines), -1)
+    got = np.array([[ln["blendshapes"][n] for n in ARKIT_NAMES] for ln in lines])
+    assert np.allclose(to_arkit(weights, ICT_NAMES), got, atol=1e-5)
+
+
 # -- the known-answer clip ------------------------------------------------------------------------------
 
 CLIP_FRAMES = 16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -137,7 +138,7 @@ def torch_free_run(onnx_path, photo_folder, clip, tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", TORCH_FREE_RUN, str(photo_folder), str(clip), "-o", str(out),
                            "--onnx", str(onnx_path), "--threads", "2", "--batch-size", "2", "--quiet",
-                           "--frame-meshes", "ply"],
+                           "--frame-meshes", "ply", "--redetect-every", "1"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -261,6 +262,7 @@ def test_video_gives_smoothed_json_lines_meshes_and_an_overlay_video(torch_free_
         assert frame.shape == (200, 200, 3)
         n += 1
     assert n == 30
+    assert all(r["tracking"]["detected"] for r in lines)  # --redetect-every 1: the detector's jitter
     # Within each held photo the frames only jitter: once the filter has settled after the cut, the
     # smoothed pose moves much less than the raw one.
     for start in (0, 10, 20):
@@ -279,14 +281,61 @@ def test_frame_folder_without_smoothing_equals_raw(faces_dir, tmp_path, onnx_pat
     for i, f in enumerate(jittered_frames(faces_dir, per_photo=2)):
         Image.fromarray(f).save(frames_dir / f"{i:04d}.png")
     code = infer_main([str(frames_dir), "-o", str(tmp_path / "out"), "--onnx", str(onnx_path), "--video",
-                       "--no-smooth", "--fps", "25", "--no-overlay-video", "--quiet"])
+                       "--no-smooth", "--fps", "25", "--no-overlay-video", "--quiet", "--stream",
+                       str(tmp_path / "live.jsonl")])
     assert code == 0
-    lines = [json.loads(x) for x in (tmp_path / "out/shot/frames.jsonl").read_text().splitlines()]
+    text = (tmp_path / "out/shot/frames.jsonl").read_text()
+    assert (tmp_path / "live.jsonl").read_text() == text  # the stream carries the same lines as they come
+    lines = [json.loads(x) for x in text.splitlines()]
     assert len(lines) == 6 and np.allclose([r["time_s"] for r in lines], np.arange(6) / 25)
+    # Tracked by default: the first frame is detected; later ones follow the regressed face unless it jumped.
+    assert lines[0]["tracking"] == {"detected": True, "confidence": 1.0}
+    assert all(0.0 <= r["tracking"]["confidence"] <= 1.0 for r in lines)
+    video = json.loads((tmp_path / "out/shot/video.json").read_text())
+    assert video["detections"] == sum(r["tracking"]["detected"] for r in lines) and video["redetect_every"] == 30
     for r in lines:
         assert r["rotation_ypr_deg"] == r["raw"]["rotation_ypr_deg"]
         assert r["camera"]["principal_px"] == r["raw"]["principal_px"]
     assert not list((tmp_path / "out/shot").glob("overlay.*"))
+
+
+def test_a_missing_webcam_is_a_failure_with_its_reason(tmp_path, onnx_path, capsys):
+    code = infer_main(["--webcam", "57", "-o", str(tmp_path / "out"), "--onnx", str(onnx_path), "--quiet"])
+    assert code == 1
+    assert "camera 57: cannot open" in capsys.readouterr().err
+    (failure,) = json.loads((tmp_path / "out/failures.json").read_text())
+    assert "camera 57" in failure["error"]
+    assert not (tmp_path / "out/webcam57").exists()
+    assert infer_main(["-o", str(tmp_path / "out"), "--onnx", str(onnx_path)]) == 2  # neither inputs nor a camera
+
+
+def test_a_camera_stopped_by_a_signal_keeps_what_it_captured(faces_dir, tmp_path, session, runtime_model,
+                                                             monkeypatch):
+    """A live camera ends with Ctrl-C: the frames captured so far are written, not dropped. The
+    camera is stood in for by real frames followed by the signal (this machine has none)."""
+    import signal
+
+    import infer.video as video_module
+    from facenet3d.batch import Interrupted
+
+    frames = jittered_frames(faces_dir, per_photo=3)[:5]
+
+    def fake_camera(index: int, fps=None):
+        def read():
+            for i, f in enumerate(frames):
+                yield i, i / 30.0, f
+            raise Interrupted(signal.SIGINT)
+
+        return read(), 30.0
+
+    monkeypatch.setattr(video_module, "camera_source", fake_camera)
+    stream = io.StringIO()
+    report = video_module.reconstruct_video(3, tmp_path, session, runtime_model, overlay=False, quiet=True,
+                                            stream=stream)
+    assert report.interrupted and report.frames == 5 and report.folder == tmp_path / "webcam3"
+    text = (report.folder / "frames.jsonl").read_text()
+    assert len(text.splitlines()) == 5 and stream.getvalue() == text
+    assert (report.folder / "animation.glb").is_file() and (report.folder / "video.json").is_file()
 
 
 def test_one_euro_filter():
@@ -384,3 +433,8 @@ def test_reconstruct_command_dispatches_to_the_runtime(faces_dir, tmp_path, onnx
     assert facenet3d_main(["reconstruct", str(photo), "-o", str(tmp_path), "--backend", "onnx",
                            "--onnx", str(onnx_path), "--refine", "fast"]) == 2
     assert facenet3d_main(["reconstruct", str(photo), "-o", str(tmp_path), "--backend", "onnx"]) == 2
+    # A camera goes to the runtime too (none here: a failure with its reason); the torch path refuses it.
+    assert facenet3d_main(["reconstruct", "--webcam", "57", "-o", str(tmp_path / "cam"), "--backend", "onnx",
+                           "--onnx", str(onnx_path), "--quiet"]) == 1
+    assert "camera 57" in (tmp_path / "cam/failures.json").read_text()
+    assert facenet3d_main(["reconstruct", "--webcam", "57", "-o", str(tmp_path / "cam")]) == 2

@@ -200,3 +200,40 @@ def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):
     ab = refine(model, target, cfg, renderer=renderer)
     e_mean, e_a, e_ab = err(mean), err(a_lit), err(ab.params)
     assert (e_ab < e_a).all() and (e_a <= e_mean * 1.05).all(), (e_mean, e_a, e_ab)
+
+
+def test_detector_offsets_take_what_every_frame_shares(model):
+    """Landmarks that sit apart from the model's points by the same offsets in every frame of a clip
+    (a detector's own convention) come out as one shared offset (what it does to a clip's
+    blendshapes: the known-answer clip of test_animation.py)."""
+    from facenet3d.refine import detector_offsets, offset_target
+
+    names = list(model.expression_names)
+    n = 4
+    g = torch.Generator().manual_seed(1)
+    truth = FaceParams.neutral(n, model.identity_dim, model.expression_dim, model.albedo_dim, distance_mm=900)
+    truth.identity = (torch.randn(1, model.identity_dim, generator=g) * 0.6).expand(n, -1).clone()
+    for i, shape in enumerate(("jawOpen", "mouthSmile_L", "eyeBlink_R", "mouthSmile_R")):
+        truth.expression[i, names.index(shape)] = 0.4 + 0.1 * i
+    truth.rotation = euler_to_rotation_6d(torch.tensor([[12.0 * np.sin(i), 6.0 * np.cos(i), 0.0] for i in range(n)],
+                                                       dtype=torch.float32))
+    target = synthetic_target(model, truth)
+    offset = torch.randn(468 + 68, 2, generator=g) * 2.0  # px on a 224 crop: a detector's convention
+    points = torch.cat([target.landmarks478[:, :468, :2], target.landmarks68], 1).mean(0)
+    design = torch.cat([points, torch.ones_like(points[:, :1])], 1)
+    offset = offset - design @ torch.linalg.lstsq(design, offset).solution  # its affine part is head pose
+    target.landmarks478[:, :468, :2] += offset[:468]
+    target.landmarks68 += offset[468:]
+    config = LandmarkStageConfig(iterations=40)
+    start = initial_params(model, target)
+    found = detector_offsets(model, target, config, start)
+
+    def rms(x: torch.Tensor) -> float:
+        return float(x.norm(dim=-1).pow(2).mean().sqrt())
+
+    assert rms(found - offset) < 0.5 * rms(offset), (rms(found - offset), rms(offset))
+    # Taken off the targets, the landmarks are the face's own again (to what was not recovered); depth is kept.
+    clean = offset_target(target, found)
+    assert torch.allclose(clean.landmarks68, target.landmarks68 - found[468:])
+    assert torch.allclose(clean.landmarks478[:, :468, :2], target.landmarks478[:, :468, :2] - found[:468])
+    assert torch.equal(clean.landmarks478[..., 2], target.landmarks478[..., 2])

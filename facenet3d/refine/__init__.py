@@ -12,7 +12,7 @@ from facenet3d.refine.config import (
     RefineConfig,
     load_refine_config,
 )
-from facenet3d.refine.landmarks_stage import fit_landmarks, initial_params
+from facenet3d.refine.landmarks_stage import detector_offsets, fit_landmarks, initial_params, offset_target
 from facenet3d.refine.maps_stage import FaceMaps, fit_maps
 from facenet3d.refine.photometric_stage import fit_photometric, initial_lighting, render_params
 from facenet3d.refine.pipeline import RefineResult, refine
@@ -26,12 +26,14 @@ __all__ = [
     "PhotometricStageConfig",
     "RefineConfig",
     "RefineResult",
+    "detector_offsets",
     "fit_landmarks",
     "fit_maps",
     "fit_photometric",
     "initial_lighting",
     "initial_params",
     "load_refine_config",
+    "offset_target",
     "refine",
     "render_params",
 ]

@@ -27,6 +27,9 @@ class LandmarkStageConfig:
     identity_prior: float = 2e-3
     expression_prior: float = 2e-3
     fit_focal: bool = False
+    # A clip's detector offsets (:func:`~facenet3d.refine.landmarks_stage.detector_offsets`): weak, so a
+    # landmark placed apart in every frame is explained by one shared offset, not by an expression in each.
+    offset_prior: float = 0.1
 
 
 @dataclass

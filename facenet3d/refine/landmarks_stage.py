@@ -10,6 +10,7 @@ term on MediaPipe's relative depth, and Gaussian priors on the coefficients.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 
 import torch
 
@@ -21,6 +22,9 @@ from facenet3d.refine.config import LandmarkStageConfig
 from facenet3d.refine.optim import minimise
 from facenet3d.refine.target import FitTarget
 from facenet3d.render.pose import matrix_to_rotation_6d
+
+#: :func:`detector_offsets` runs this many times stage A's iterations.
+OFFSET_ITERATIONS = 3
 
 
 def mediapipe_points_camera_like(landmarks478: torch.Tensor) -> torch.Tensor:
@@ -84,7 +88,8 @@ def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams |
 
 def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStageConfig,
                   start: FaceParams | None = None, progress=None,
-                  weights68: torch.Tensor | None = None, fixed: Collection[str] = ()) -> FaceParams:
+                  weights68: torch.Tensor | None = None, fixed: Collection[str] = (),
+                  offsets: torch.Tensor | None = None) -> FaceParams:
     """Run stage A.
 
     Args:
@@ -98,6 +103,10 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
             0 leaves a point out).
         fixed: parameter names kept as in ``start`` (e.g. ``("identity",)``: a video's identity,
             estimated once per clip).
+        offsets: ``(468 + 68, 2)`` offsets taken off the dense then the iBUG-68 targets, shared by
+            the batch, in hundredths of the crop side (the unit in which one learning rate suits
+            them and the coefficients); fitted in place (with ``config.offset_prior``) when it
+            requires grad (:func:`detector_offsets`).
 
     Returns:
         Fitted parameters (identity, expression, rotation, translation changed; the others
@@ -112,15 +121,18 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
     # Translation is optimised in decimetres so one learning rate suits every parameter.
     translation = (init.translation / 100.0).clone().requires_grad_(True)
     norm = 0.5 * size  # losses in units of half the crop: resolution independent
-    dense_target = target.landmarks478[:, :468, :2]
     depth_target = target.landmarks478[:, :468, 2]
+    fit_offsets = offsets is not None and offsets.requires_grad
 
     def loss_fn() -> torch.Tensor:
         params = FaceParams(identity, expression, init.albedo, rotation, translation * 100.0, init.sh,
                             init.specular, init.roughness)
         dec = decode_face(model, params, camera, landmarks_only=True)
-        loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target.landmarks68, weights68,
-                                                         normaliser=norm)
+        dense_target, target68 = target.landmarks478[:, :468, :2], target.landmarks68
+        if offsets is not None:
+            px = offsets * (size / 100.0)
+            dense_target, target68 = dense_target - px[:468], target68 - px[468:]
+        loss = config.landmarks68_weight * landmark_loss(dec.landmarks68, target68, weights68, normaliser=norm)
         if dec.landmarks_dense is not None and config.dense_weight > 0:
             n = dec.landmarks_dense.shape[1]
             loss = loss + config.dense_weight * landmark_loss(dec.landmarks_dense, dense_target[:, :n],
@@ -133,12 +145,59 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
                 z_px = z_px - z_px.mean(1, keepdim=True)
                 z_t = depth_target[:, :n] - depth_target[:, :n].mean(1, keepdim=True)
                 loss = loss + config.depth_weight * ((z_px - z_t) ** 2).mean(1) / norm ** 2
+        if fit_offsets:  # once for the batch, shared out over its faces
+            loss = loss + config.offset_prior * (offsets ** 2).sum(-1).mean() * (size / 100.0 / norm) ** 2 / len(loss)
         return loss + config.identity_prior * coefficient_prior(identity) \
             + config.expression_prior * coefficient_prior(expression)
 
     model.clamp_expression_(expression.data)
-    leaves = {"identity": identity, "expression": expression, "rotation": rotation, "translation": translation}
+    leaves = {"identity": identity, "expression": expression, "rotation": rotation, "translation": translation,
+              **({"offsets": offsets} if fit_offsets else {})}
     minimise([t for n, t in leaves.items() if n not in fixed], loss_fn, config.iterations, config.lr, progress,
              project=lambda: model.clamp_expression_(expression))
     return FaceParams(identity.detach(), expression.detach(), init.albedo, rotation.detach(),
                       translation.detach() * 100.0, init.sh, init.specular, init.roughness)
+
+
+def detector_offsets(model: MorphableModel, target: FitTarget, config: LandmarkStageConfig,
+                     start: FaceParams | None = None) -> torch.Tensor:
+    """Where the detector puts each landmark apart from the model's point, over the frames of a clip.
+
+    MediaPipe's points and the face model's landmark embedding follow conventions that differ by a
+    few pixels, by region (on the model's own renders: 2.5 px RMS at 224 px, brows and mouth
+    corners most). Fitted frame by frame, that offset is explained by expression (raised brows,
+    squinted eyes) and, being the same in every frame, it hides the small expressions of the
+    same region under the blendshapes' lower bound (a smile starting from a detector that puts the
+    mouth corners low stays at 0). Fitted over the frames of a clip at once with one shared offset
+    per landmark, as the clip's identity is, the offset takes what every frame has in common: the
+    expressions, which cannot go below 0, keep what changes above it. Like the identity, an
+    expression held through every frame is taken as the face at rest.
+
+    Args:
+        model: the face model.
+        target: frames of one clip (a few, spread over it).
+        config: stage A settings (its ``offset_prior``).
+        start: initial parameters (None: the mean face posed by :func:`initial_params`).
+
+    Returns:
+        ``(468 + 68, 2)`` crop px to take off the dense and iBUG-68 targets (:func:`offset_target`),
+        without their affine part (which is head pose and the crop's placement, per frame).
+    """
+    offsets = torch.zeros(468 + 68, 2, device=target.image.device, requires_grad=True)
+    # Longer than a frame's fit: one batch per clip, and the offsets start from nothing.
+    fit_landmarks(model, target, replace(config, iterations=OFFSET_ITERATIONS * config.iterations), start=start,
+                  offsets=offsets)
+    b = offsets.detach() * (target.size / 100.0)
+    points = torch.cat([target.landmarks478[:, :468, :2], target.landmarks68], 1).mean(0)
+    design = torch.cat([points, torch.ones_like(points[:, :1])], 1)
+    affine = torch.linalg.lstsq(design, b).solution
+    return b - design @ affine
+
+
+def offset_target(target: FitTarget, offsets: torch.Tensor) -> FitTarget:
+    """The target with :func:`detector_offsets` taken off its landmarks (depth kept)."""
+    import dataclasses
+
+    lm478 = target.landmarks478.clone()
+    lm478[:, :468, :2] -= offsets[:468]
+    return dataclasses.replace(target, landmarks478=lm478, landmarks68=target.landmarks68 - offsets[468:])
