@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from facenet3d.errors import FaceModelFormatError
 from facenet3d.facemodel.native import load_native
+from facenet3d.resources import WEIGHTS_DIR
 
 if TYPE_CHECKING:  # the registry's paths are used by the torch-free runtime
     from facenet3d.facemodel.model import MorphableModel
@@ -20,9 +21,6 @@ if TYPE_CHECKING:  # the registry's paths are used by the torch-free runtime
 Loader = Callable[..., "MorphableModel"]
 _FORMATS: dict[str, Loader] = {"native": load_native}
 
-#: Folder of the shipped artifacts (``weights/`` at the repository root, or inside the
-#: installed package data).
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_MODEL_FILE = "facenet3d_head_v2.npz"
 
 

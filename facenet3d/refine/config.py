@@ -12,7 +12,9 @@ from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "refine"
+from facenet3d.resources import CONFIGS_DIR
+
+CONFIG_DIR = CONFIGS_DIR / "refine"
 
 
 @dataclass
