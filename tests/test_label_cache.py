@@ -17,8 +17,8 @@ AFLW21_TO_IBUG68 = {0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 8: 39, 9: 4
 def labelled(shared, tmp_path_factory):
     """Six photos of each set plus a folder with a corrupt photo, labelled once."""
     from facenet3d.landmarks.detect import FaceDetector
+    from facenet3d.teacher import Teacher3DDFA
     from train.label import aflw_labels_by_name, label_folder
-    from train.teacher import Teacher3DDFA
 
     faces = shared / "data" / "faces"
     photos = tmp_path_factory.mktemp("photos")

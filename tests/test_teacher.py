@@ -1,4 +1,4 @@
-"""The 3DDFA_V2 teacher (train.teacher): strict loading, predictions on real AFLW2000-3D images,
+"""The 3DDFA_V2 teacher (facenet3d.teacher): strict loading, predictions on real AFLW2000-3D images,
 the two-pass crop, and the ``3ddfa-v2`` evaluation baseline. Weights are read from ``shared``."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def teacher_dir(shared):
 
 @pytest.fixture(scope="module")
 def teacher(teacher_dir):
-    from train.teacher import Teacher3DDFA
+    from facenet3d.teacher import Teacher3DDFA
 
     return Teacher3DDFA.from_dir(teacher_dir)
 
@@ -40,7 +40,7 @@ def dev(shared):
 def test_weights_load_strictly(teacher_dir, tmp_path):
     from safetensors.numpy import load_file, save_file
 
-    from train.teacher import MobileNetV1, TeacherWeightsError, load_mobilenet_v1
+    from facenet3d.teacher import MobileNetV1, TeacherWeightsError, load_mobilenet_v1
 
     net = load_mobilenet_v1(teacher_dir / "mb05_120x120.safetensors")
     tensors = load_file(str(teacher_dir / "mb05_120x120.safetensors"))
@@ -64,7 +64,7 @@ def test_weights_load_strictly(teacher_dir, tmp_path):
 
 
 def test_roi_boxes_follow_3ddfa_v2():
-    from train.teacher import roi_box_from_face_box, roi_box_from_landmarks
+    from facenet3d.teacher import roi_box_from_face_box, roi_box_from_landmarks
 
     # Face box 100 x 80 at (10, 20): size 90, centre (60, 60 + 12.6), side int(142.2) = 142.
     np.testing.assert_allclose(roi_box_from_face_box(np.array([10.0, 20.0, 110.0, 100.0])),
@@ -76,7 +76,7 @@ def test_roi_boxes_follow_3ddfa_v2():
 
 
 def test_crop_is_bgr_zero_padded_and_exact():
-    from train.teacher import crop_roi
+    from facenet3d.teacher import crop_roi
 
     image = np.zeros((50, 60, 3), np.uint8)
     image[..., 0] = 200  # red

@@ -28,9 +28,9 @@ GEOMETRY_ONLY = {"colour": 0.0, "occluder": 0.0, "blur": 0.0, "noise": 0.0, "jpe
 def crop_cache(shared, tmp_path_factory) -> tuple[Path, Path]:
     """8 AFLW crops and 8 UTKFace photos labelled (teacher, MediaPipe, AFLW's points), then cropped at 96 px."""
     from facenet3d.landmarks.detect import FaceDetector
+    from facenet3d.teacher import Teacher3DDFA
     from train.crops import build_crop_cache
     from train.label import aflw_labels_by_name, label_folder
-    from train.teacher import Teacher3DDFA
 
     faces = shared / "data" / "faces"
     photos = tmp_path_factory.mktemp("photos")

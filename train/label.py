@@ -33,7 +33,7 @@ Arrays of a chunk (``n`` photos):
 
 The teacher's first crop: the photos are pre-cropped chips (UTKFace 200², AFLW 120², LFW ~350²)
 of very different framings, so the first roi is 3DDFA_V2's roi from landmarks
-(:func:`~train.teacher.roi_box_from_landmarks`) of MediaPipe's iBUG-68 points when MediaPipe
+(:func:`~facenet3d.teacher.roi_box_from_landmarks`) of MediaPipe's iBUG-68 points when MediaPipe
 finds the face (the same framing the teacher's second pass uses), else the whole image (every
 photo is a face chip); the second pass re-crops around the teacher's own points.
 """
@@ -120,8 +120,8 @@ def label_chunk(paths: Sequence[Path], root: Path, teacher, detector,
     """
     from facenet3d.errors import Facenet3DError
     from facenet3d.landmarks.image_io import read_image
-    from train.teacher import roi_box_from_landmarks
-    from train.teacher.tddfa import INDEX_TO_PIXEL
+    from facenet3d.teacher import roi_box_from_landmarks
+    from facenet3d.teacher.tddfa import INDEX_TO_PIXEL
 
     n = len(paths)
     out = {"names": np.array([p.relative_to(root).as_posix() for p in paths]), "error": np.full(n, "", dtype=object),
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from facenet3d.errors import Facenet3DError
     from facenet3d.landmarks.detect import FaceDetector
-    from train.teacher import Teacher3DDFA
+    from facenet3d.teacher import Teacher3DDFA
 
     try:
         teacher = Teacher3DDFA.from_dir(args.teacher)

@@ -14,7 +14,7 @@ name           what it is
                otherwise).
 ``fast``       Stages A + B (the default of ``facenet3d reconstruct``).
 ``full``       Stages A + B + C (UV maps).
-``3ddfa-v2``   The 3DDFA_V2 MobileNet x0.5 teacher (``train.teacher``, weights from ``--teacher DIR``;
+``3ddfa-v2``   The 3DDFA_V2 MobileNet x0.5 teacher (``facenet3d.teacher``, weights from ``--teacher DIR``;
                a landmark baseline only, never part of the product): on the protocol's roi box
                when one is given, else 3DDFA_V2's crop from the 68-point box or the detection.
 =============  ==================================================================================
@@ -149,7 +149,7 @@ class Method:
         refine: the ``refine=`` argument given to the reconstructor.
         face_model_sha256: fingerprint of the face model the method is built from (for
             ``mean-face``, the model before its bases were zeroed).
-        teacher: the ``3ddfa-v2`` baseline's ``train.teacher.Teacher3DDFA``, else None.
+        teacher: the ``3ddfa-v2`` baseline's ``facenet3d.teacher.Teacher3DDFA``, else None.
         teacher_passes: its crops: 1 (the roi as given, the published protocol) or 2 (re-cropped
             around the first pass's points).
     """
@@ -197,8 +197,8 @@ class Method:
 
     def _run_teacher(self, image, reference_box: np.ndarray | None, face_box: np.ndarray | None,
                      roi_box: np.ndarray | None) -> Prediction:
-        from train.teacher import roi_box_from_face_box, roi_box_from_landmarks
-        from train.teacher.tddfa import INDEX_TO_PIXEL
+        from facenet3d.teacher import roi_box_from_face_box, roi_box_from_landmarks
+        from facenet3d.teacher.tddfa import INDEX_TO_PIXEL
 
         face = None
         if roi_box is None and face_box is not None:
@@ -268,13 +268,11 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
 
 
 def _load_teacher(folder: str | None, device: str):
-    """The ``3ddfa-v2`` baseline's teacher; imported here only, so evaluating never needs ``train`` otherwise."""
+    """The ``3ddfa-v2`` baseline's teacher, loaded only when that baseline is asked for."""
     if not folder:
         raise MethodUnavailableError("method '3ddfa-v2' needs the teacher's folder (--teacher DIR)")
-    try:
-        from train.teacher import Teacher3DDFA
-    except ImportError as e:
-        raise MethodUnavailableError(f"method '3ddfa-v2' needs the training package train.teacher ({e})") from e
+    from facenet3d.teacher import Teacher3DDFA
+
     try:
         return Teacher3DDFA.from_dir(folder, device=device)
     except Facenet3DError as e:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.teacher.mobilenet_v1 import INPUT_SIZE, NUM_PARAMS, TeacherWeightsError, load_mobilenet_v1
+from facenet3d.teacher.mobilenet_v1 import INPUT_SIZE, NUM_PARAMS, TeacherWeightsError, load_mobilenet_v1
 
 WEIGHTS_FILE = "mb05_120x120.safetensors"
 BASES_FILE = "bfm68.npz"
@@ -144,7 +144,7 @@ class Teacher3DDFA:
     """The 3DDFA_V2 MobileNet x0.5 with its 68-point bases.
 
     Args:
-        net: the :class:`~train.teacher.mobilenet_v1.MobileNetV1` with the teacher's weights.
+        net: the :class:`~facenet3d.teacher.mobilenet_v1.MobileNetV1` with the teacher's weights.
         bases: the arrays of ``bfm68.npz`` (:data:`BASES_SHAPES`).
         device: torch device.
         source: where the weights came from (reports name it).

@@ -1,7 +1,7 @@
 """The 3DDFA_V2 teacher (training labels and an evaluation baseline; never used at inference)."""
 
-from train.teacher.mobilenet_v1 import MobileNetV1, TeacherWeightsError, load_mobilenet_v1
-from train.teacher.tddfa import (
+from facenet3d.teacher.mobilenet_v1 import MobileNetV1, TeacherWeightsError, load_mobilenet_v1
+from facenet3d.teacher.tddfa import (
     Teacher3DDFA,
     TeacherResult,
     crop_roi,
