@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facenet3d.api import MAX_DECODE_SIDE, FaceReconstructor
+from facenet3d.api import MAX_DECODE_SIDE, FaceReconstructor, face_result
 from facenet3d.evaluate.common import evenly_spaced, write_report
 from facenet3d.export.bundle import write_image_results
 from facenet3d.landmarks.detect import FaceDetector
 from facenet3d.landmarks.image_io import read_image
-from facenet3d.reconstruct import face_result
 
 STAGES = ("load", "detect", "align", "regress", "refine", "export")
 REFINE_STAGES = ("landmarks", "photometric", "maps")

@@ -19,15 +19,16 @@ import torch
 
 from facenet3d.camera_math import ImageCamera, photo_pose, project_points
 from facenet3d.errors import NoFaceError
+from facenet3d.export.bundle import FaceResult
 from facenet3d.export.records import params_record
 from facenet3d.facemodel import MorphableModel, load_face_model
 from facenet3d.landmarks.cache import face_crop_arrays
 from facenet3d.landmarks.detect import DetectedFace, FaceDetector
 from facenet3d.landmarks.image_io import LoadedImage, read_image
 from facenet3d.params import FaceParams
-from facenet3d.reconstruct import REFINE_CHOICES  # noqa: F401  (re-exported)
 from facenet3d.refine import FitTarget, RefineConfig, initial_params, load_refine_config
 from facenet3d.refine import refine as run_refinement
+from facenet3d.refine.config import REFINE_CHOICES  # noqa: F401  (re-exported)
 from facenet3d.refine.maps_stage import FaceMaps, statistical_maps
 from facenet3d.render import Renderer, rotation_6d_to_matrix
 
@@ -269,3 +270,96 @@ def canonical_face(size: int) -> DetectedFace:
 def default_output_dir(out: str | Path, image_path: str | Path) -> Path:
     """``OUT/<image stem>``."""
     return Path(out) / Path(image_path).stem
+
+
+# -- result assembly: a reconstruction -> what is written for it ----------------------------------
+
+
+def render_overlay(rec: FaceReconstruction, model: MorphableModel, renderer: Renderer,
+                   photo: LoadedImage | np.ndarray) -> np.ndarray:
+    """The two-panel overlay (:mod:`facenet3d.export.overlay`): the textured render and the grey shaded
+    geometry with its landmarks, each over the photo at a bounded size.
+
+    Both are rendered in the face's aligned crop camera at about the overlay's resolution there,
+    then warped into the photo.
+
+    Args:
+        rec: the reconstruction.
+        model: its face model.
+        renderer: a renderer for the model.
+        photo: the upright photo, decoded at any reduction, or ``(H, W, 3)`` uint8 RGB at full size.
+
+    Returns:
+        ``(h, 2 w, 3)`` uint8.
+    """
+    import torch
+
+    from facenet3d.decode import CROP_FOCAL_PER_PX
+    from facenet3d.export.overlay import (
+        GEOMETRY_ALBEDO,
+        geometry_sh,
+        overlay_panels,
+        overlay_photo,
+        overlay_render_size,
+        to_overlay_forward,
+    )
+    from facenet3d.render import PinholeCamera, apply_pose, rotation_6d_to_matrix
+    from facenet3d.render.color import linear_to_srgb
+
+    pixels, scale = overlay_photo(photo)
+    size = overlay_render_size(to_overlay_forward(rec.crop_forward, scale), rec.crop_size)
+    p = rec.params
+    cam = PinholeCamera.create(CROP_FOCAL_PER_PX * size, (size, size))
+    with torch.no_grad():
+        verts = model.decode(p.identity, p.expression)
+        cam_verts = apply_pose(verts, rotation_6d_to_matrix(p.rotation), p.translation)
+        albedo = rec.maps.albedo if rec.maps is not None else model.albedo(p.albedo)
+        grey = torch.full_like(cam_verts, GEOMETRY_ALBEDO)
+        light = torch.as_tensor(geometry_sh(), dtype=cam_verts.dtype, device=cam_verts.device)[None]
+        renders = []
+        for sh, colour in ((p.sh, albedo.clamp(0, 1)), (light, grey)):
+            out = renderer(cam_verts, cam, sh, colour)
+            rgba = torch.cat([linear_to_srgb(out.image.clamp_min(0)), out.mask], -1)
+            renders.append(rgba[0].cpu().numpy().astype(np.float32))
+    return overlay_panels(renders[0], renders[1], rec.crop_forward, rec.crop_size, pixels, scale,
+                          rec.landmarks68_image, rec.detected.landmarks68)
+
+
+def face_result(rec: FaceReconstruction, model: MorphableModel, renderer: Renderer,
+                photo: LoadedImage | np.ndarray, model_name: str) -> FaceResult:
+    """Everything written for one face (see :mod:`facenet3d.export.bundle`); ``photo`` as for
+    :func:`render_overlay`."""
+    from facenet3d.export.mesh import mesh_from_face_model
+    from facenet3d.export.textures import encode_normal_map, flatten_outside
+
+    maps = rec.maps
+    kwargs = {}
+    if maps is not None:
+        covered = chart_mask(model, maps.albedo.shape[1])
+        kwargs = {"albedo": flatten_outside(maps.albedo[0].cpu().numpy(), covered),
+                  "specular": flatten_outside(maps.specular[0].cpu().numpy(), covered),
+                  "roughness": flatten_outside(maps.roughness[0].cpu().numpy(), covered)}
+        if rec.refine == "full" or bool((maps.displacement != 0).any()):
+            kwargs["normal_map"] = encode_normal_map(maps.normal[0].cpu().numpy())
+    mesh = mesh_from_face_model(model, rec.vertices, expression=rec.params.expression, **kwargs)
+    return FaceResult(mesh=mesh, params=rec.params_record(model_name, model.expression_names),
+                      landmarks_image_px=rec.landmarks68_image, landmarks_mesh_mm=rec.landmarks68_mesh,
+                      overlay=render_overlay(rec, model, renderer, photo))
+
+
+def chart_mask(model: MorphableModel, size: int, border: int = 4) -> np.ndarray:
+    """``(size, size)`` bool: texels of the model's UV charts grown by ``border`` texels (what
+    bilinear and mip-mapped sampling can reach). Cached per model and size."""
+    key = (id(model), size, border)
+    if key not in _CHART_MASKS:
+        import cv2
+
+        from facenet3d.render.uv import UVRaster
+
+        covered = UVRaster.build(model.uvs.cpu(), model.uv_triangles.cpu(), size).covered.numpy()
+        grown = cv2.dilate(covered.astype(np.uint8), np.ones((2 * border + 1, 2 * border + 1), np.uint8))
+        _CHART_MASKS[key] = grown.astype(bool)
+    return _CHART_MASKS[key]
+
+
+_CHART_MASKS: dict = {}

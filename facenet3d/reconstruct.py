@@ -14,116 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+from facenet3d.refine.config import REFINE_CHOICES
 
 if TYPE_CHECKING:  # torch-heavy imports happen inside the functions: `facenet3d --help` stays fast
-    from facenet3d.api import FaceReconstruction, FaceReconstructor
-    from facenet3d.export.bundle import FaceResult
-    from facenet3d.facemodel import MorphableModel
-    from facenet3d.landmarks.image_io import LoadedImage
-    from facenet3d.render import Renderer
-
-#: ``--refine`` choices: regressor only, landmark + photometric fit, and also per-texel maps.
-REFINE_CHOICES = ("none", "fast", "full")
-
-
-def render_overlay(rec: FaceReconstruction, model: MorphableModel, renderer: Renderer,
-                   photo: LoadedImage | np.ndarray) -> np.ndarray:
-    """The two-panel overlay (:mod:`facenet3d.overlay`): the textured render and the grey shaded
-    geometry with its landmarks, each over the photo at a bounded size.
-
-    Both are rendered in the face's aligned crop camera at about the overlay's resolution there,
-    then warped into the photo.
-
-    Args:
-        rec: the reconstruction.
-        model: its face model.
-        renderer: a renderer for the model.
-        photo: the upright photo, decoded at any reduction, or ``(H, W, 3)`` uint8 RGB at full size.
-
-    Returns:
-        ``(h, 2 w, 3)`` uint8.
-    """
-    import torch
-
-    from facenet3d.decode import CROP_FOCAL_PER_PX
-    from facenet3d.overlay import (
-        GEOMETRY_ALBEDO,
-        geometry_sh,
-        overlay_panels,
-        overlay_photo,
-        overlay_render_size,
-        to_overlay_forward,
-    )
-    from facenet3d.render import PinholeCamera, apply_pose, rotation_6d_to_matrix
-    from facenet3d.render.color import linear_to_srgb
-
-    pixels, scale = overlay_photo(photo)
-    size = overlay_render_size(to_overlay_forward(rec.crop_forward, scale), rec.crop_size)
-    p = rec.params
-    cam = PinholeCamera.create(CROP_FOCAL_PER_PX * size, (size, size))
-    with torch.no_grad():
-        verts = model.decode(p.identity, p.expression)
-        cam_verts = apply_pose(verts, rotation_6d_to_matrix(p.rotation), p.translation)
-        albedo = rec.maps.albedo if rec.maps is not None else model.albedo(p.albedo)
-        grey = torch.full_like(cam_verts, GEOMETRY_ALBEDO)
-        light = torch.as_tensor(geometry_sh(), dtype=cam_verts.dtype, device=cam_verts.device)[None]
-        renders = []
-        for sh, colour in ((p.sh, albedo.clamp(0, 1)), (light, grey)):
-            out = renderer(cam_verts, cam, sh, colour)
-            rgba = torch.cat([linear_to_srgb(out.image.clamp_min(0)), out.mask], -1)
-            renders.append(rgba[0].cpu().numpy().astype(np.float32))
-    return overlay_panels(renders[0], renders[1], rec.crop_forward, rec.crop_size, pixels, scale,
-                          rec.landmarks68_image, rec.detected.landmarks68)
-
-
-def face_result(rec: FaceReconstruction, model: MorphableModel, renderer: Renderer,
-                photo: LoadedImage | np.ndarray, model_name: str) -> FaceResult:
-    """Everything written for one face (see :mod:`facenet3d.export.bundle`); ``photo`` as for
-    :func:`render_overlay`."""
-    from facenet3d.export.bundle import FaceResult
-    from facenet3d.export.mesh import mesh_from_face_model
-    from facenet3d.export.textures import encode_normal_map
-
-    maps = rec.maps
-    kwargs = {}
-    if maps is not None:
-        covered = chart_mask(model, maps.albedo.shape[1])
-        kwargs = {"albedo": flatten_outside(maps.albedo[0].cpu().numpy(), covered),
-                  "specular": flatten_outside(maps.specular[0].cpu().numpy(), covered),
-                  "roughness": flatten_outside(maps.roughness[0].cpu().numpy(), covered)}
-        if rec.refine == "full" or bool((maps.displacement != 0).any()):
-            kwargs["normal_map"] = encode_normal_map(maps.normal[0].cpu().numpy())
-    mesh = mesh_from_face_model(model, rec.vertices, expression=rec.params.expression, **kwargs)
-    return FaceResult(mesh=mesh, params=rec.params_record(model_name, model.expression_names),
-                      landmarks_image_px=rec.landmarks68_image, landmarks_mesh_mm=rec.landmarks68_mesh,
-                      overlay=render_overlay(rec, model, renderer, photo))
-
-
-def chart_mask(model: MorphableModel, size: int, border: int = 4) -> np.ndarray:
-    """``(size, size)`` bool: texels of the model's UV charts grown by ``border`` texels (what
-    bilinear and mip-mapped sampling can reach). Cached per model and size."""
-    key = (id(model), size, border)
-    if key not in _CHART_MASKS:
-        import cv2
-
-        from facenet3d.render.uv import UVRaster
-
-        covered = UVRaster.build(model.uvs.cpu(), model.uv_triangles.cpu(), size).covered.numpy()
-        grown = cv2.dilate(covered.astype(np.uint8), np.ones((2 * border + 1, 2 * border + 1), np.uint8))
-        _CHART_MASKS[key] = grown.astype(bool)
-    return _CHART_MASKS[key]
-
-
-_CHART_MASKS: dict = {}
-
-
-def flatten_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Texels outside ``mask`` set to the mean inside it (clean, compressible texture files)."""
-    out = image.copy()
-    out[~mask] = image[mask].mean(0)
-    return out
-
+    from facenet3d.api import FaceReconstructor
 
 def run(args: argparse.Namespace) -> int:
     if not args.inputs and args.webcam is None:
@@ -143,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         args.refine = "fast"
     from facenet3d.batch import BatchRun, check_output_folder, collect_inputs, quiet_detector
     from facenet3d.errors import Facenet3DError
-    from infer.video import is_video
+    from facenet3d.video_io import is_video
 
     out = Path(args.output)
     videos = [Path(i) for i in args.inputs if is_video(i)]
@@ -153,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except Facenet3DError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from facenet3d.api import MAX_DECODE_SIDE, FaceReconstructor
+    from facenet3d.api import MAX_DECODE_SIDE, FaceReconstructor, face_result
     from facenet3d.export.bundle import write_image_results
     from facenet3d.landmarks.image_io import read_image
 

@@ -66,7 +66,7 @@ def detect_clip(reconstructor, frames: Iterable[tuple[int, float, np.ndarray]]) 
 
     Args:
         reconstructor: a :class:`~facenet3d.api.FaceReconstructor` (its detector and crop size).
-        frames: ``(index, time_s, (H, W, 3) uint8 RGB)`` (:func:`infer.video.frame_source`).
+        frames: ``(index, time_s, (H, W, 3) uint8 RGB)`` (:func:`facenet3d.video_io.frame_source`).
     """
     from facenet3d.landmarks.cache import face_crop_arrays
 
@@ -260,7 +260,7 @@ def reconstruct_video(source: str | Path, out: str | Path, reconstructor, refine
     """
     from facenet3d.export.bundle import replace_folder
     from facenet3d.export.jsonfile import write_json
-    from infer.video import frame_source
+    from facenet3d.video_io import frame_source
 
     t0 = time.perf_counter()
     source = Path(source)

@@ -5,7 +5,7 @@ Reconstructs faces with a graph exported by ``facenet3d export-onnx`` and writes
 
 - :mod:`infer.session`: the ONNX Runtime session (CUDA when available, CPU threads configurable);
 - :mod:`infer.pipeline`: numpy pre- and post-processing (crops in, placed faces and files out);
-- :mod:`infer.overlay`: numpy rasterisation and shading of the overlays;
+- :mod:`facenet3d.export.software_render`: numpy rasterisation and shading of the overlays;
 - :mod:`infer.batch`: photos and folders in batches, resumable, failures listed;
 - :mod:`infer.inputs`: list files and Parquet manifests of photo paths;
 - :mod:`infer.ray_engine`: the same stages on Ray Data (``--engine ray``; the ``ray`` extra);

@@ -113,8 +113,8 @@ def write_photo_folder(faces: list[PhotoFace], photo: DetectedPhoto, model: Runt
         Facenet3DError, OSError: the photo cannot be decoded again or the files cannot be written.
     """
     from facenet3d.export.bundle import write_image_results
+    from facenet3d.export.overlay import MAX_OVERLAY_SIDE
     from facenet3d.landmarks.image_io import read_image
-    from facenet3d.overlay import MAX_OVERLAY_SIDE
 
     # The overlay is drawn at a bounded size: decode no more than that.
     pixels = read_image(photo.path, max_side=MAX_OVERLAY_SIDE)

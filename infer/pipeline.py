@@ -23,13 +23,14 @@ from facenet3d.camera_math import ImageCamera, photo_pose, project_points
 from facenet3d.errors import FaceModelFormatError, NoFaceError, WeightsError
 from facenet3d.export.bundle import FaceResult
 from facenet3d.export.mesh import mesh_from_face_model
+from facenet3d.export.overlay import crop_overlay
 from facenet3d.export.records import params_record
+from facenet3d.export.software_render import rasterize
 from facenet3d.facemodel.arrays import FaceModelArrays
 from facenet3d.facemodel.uvmaps import upsample_maps_np
 from facenet3d.landmarks.detect import DetectedFace, FaceDetector
 from facenet3d.landmarks.image_io import LoadedImage
 from facenet3d.onnx.metadata import PARAM_OUTPUTS, OnnxModelInfo, face_model_fingerprint
-from infer.overlay import crop_overlay, rasterize
 
 #: Decoding limit for photos (as :data:`facenet3d.api.MAX_DECODE_SIDE`): faces are cropped to a
 #: few hundred pixels anyway.
@@ -38,7 +39,7 @@ MAX_DECODE_SIDE = 2048
 MAX_SPECULAR = 0.08
 #: Specular albedo of skin, used by models without a specular prior.
 SKIN_SPECULAR = 0.028
-#: Texels kept around the UV charts (:func:`facenet3d.reconstruct.chart_mask`'s border).
+#: Texels kept around the UV charts (:func:`facenet3d.api.chart_mask`'s border).
 CHART_BORDER = 4
 
 
@@ -115,7 +116,7 @@ class RuntimeFaceModel:
 
     def chart_mask(self) -> np.ndarray | None:
         """``(T, T)`` bool texels of the UV charts grown by :data:`CHART_BORDER` (numpy twin of
-        :func:`facenet3d.reconstruct.chart_mask`); None without a UV albedo map."""
+        :func:`facenet3d.api.chart_mask`); None without a UV albedo map."""
         if self.arrays.albedo_space != "uv":
             return None
         if self._chart is None:
@@ -133,7 +134,7 @@ class RuntimeFaceModel:
         """The UV maps written with the mesh for one face's parameters (``--refine none``).
 
         The numpy twin of :func:`facenet3d.refine.maps_stage.statistical_maps` followed by
-        :func:`facenet3d.reconstruct.face_result`'s clean-up: albedo from the coefficients
+        :func:`facenet3d.api.face_result`'s clean-up: albedo from the coefficients
         (clamped to ``[0, 1]``), the specular prior times the predicted scale (clamped to
         ``[0, 0.08]``), constant roughness, each flattened to its mean outside the UV charts.
 
@@ -141,7 +142,7 @@ class RuntimeFaceModel:
             ``mesh_from_face_model`` keyword arguments (empty for models without a UV albedo map,
             which the torch path writes with the model's mean vertex colours too).
         """
-        from facenet3d.reconstruct import flatten_outside
+        from facenet3d.export.textures import flatten_outside
 
         a = self.arrays
         if a.albedo_space != "uv":
@@ -284,16 +285,16 @@ def place_faces(outputs: dict[str, np.ndarray], faces: list[FaceCrop], model: Ru
 
 
 def face_result(face: PhotoFace, model: RuntimeFaceModel, photo: LoadedImage | np.ndarray) -> FaceResult:
-    """Everything written for one face (the layout of :func:`facenet3d.reconstruct.face_result`).
+    """Everything written for one face (the layout of :func:`facenet3d.api.face_result`).
 
     Args:
         face: the reconstruction.
         model: the face model.
         photo: the upright photo, decoded at any reduction (a :class:`LoadedImage`) or an
             ``(H, W, 3)`` uint8 RGB array at full size; the overlay is drawn at
-            :func:`facenet3d.overlay.overlay_photo`'s bounded size.
+            :func:`facenet3d.export.overlay.overlay_photo`'s bounded size.
     """
-    from facenet3d.overlay import overlay_photo
+    from facenet3d.export.overlay import overlay_photo
 
     mesh = mesh_from_face_model(model.arrays, face.vertices, expression=face.params["expression"],
                                 **model.texture_maps(face.params))

@@ -22,19 +22,18 @@ import trimesh
 from onnx_fixtures import real_photos
 from PIL import Image
 
-from facenet3d.api import FaceReconstructor
+from facenet3d.api import FaceReconstructor, chart_mask, face_result
 from facenet3d.cli import main as facenet3d_main
 from facenet3d.errors import WeightsError
+from facenet3d.export.software_render import render_face, sh_shading
 from facenet3d.landmarks.detect import FaceDetector
 from facenet3d.landmarks.image_io import read_image
-from facenet3d.reconstruct import chart_mask, face_result
 from facenet3d.refine.maps_stage import statistical_maps
 from facenet3d.render import PinholeCamera, Renderer, apply_pose, euler_to_matrix, sh_directional, sh_uniform
 from facenet3d.render.color import linear_to_srgb
 from facenet3d.render.shading import sh_shading as torch_sh_shading
 from infer.__main__ import main as infer_main
 from infer.batch import FAILURES_FILE
-from infer.overlay import render_face, sh_shading
 from infer.pipeline import MAX_DECODE_SIDE, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
 from infer.pipeline import face_result as runtime_face_result
 from infer.session import RegressorSession, select_providers

@@ -27,7 +27,7 @@ from facenet3d.batch import (
     native_stderr_silenced,
 )
 from facenet3d.cli import main
-from facenet3d.overlay import MAX_OVERLAY_SIDE
+from facenet3d.export.overlay import MAX_OVERLAY_SIDE
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = ("inference_feedback_manager", "XNNPACK", "absl::InitializeLog")

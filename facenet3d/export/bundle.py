@@ -9,7 +9,7 @@
                     pose (yaw/pitch/roll degrees, translation mm), camera
     landmarks.json  {"image_px": 68 x [x, y], "mesh_mm": 68 x [x, y, z]}
     overlay.png     the textured render | the shaded geometry with its landmarks, over the photo at a
-                    bounded size (:mod:`facenet3d.overlay`)
+                    bounded size (:mod:`facenet3d.export.overlay`)
 
 A head model's separate parts (eyeballs, teeth, ...) are in every mesh file, with flat materials.
 

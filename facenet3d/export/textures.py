@@ -216,3 +216,10 @@ def sample_texture(image: Any, uv: Any) -> np.ndarray:
     top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
     bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def flatten_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Texels outside ``mask`` set to the mean inside it (clean, compressible texture files)."""
+    out = image.copy()
+    out[~mask] = image[mask].mean(0)
+    return out

@@ -17,6 +17,10 @@ from facenet3d.resources import CONFIGS_DIR
 CONFIG_DIR = CONFIGS_DIR / "refine"
 
 
+#: ``--refine`` choices: regressor only, landmark + photometric fit, and also per-texel maps.
+REFINE_CHOICES = ("none", "fast", "full")
+
+
 @dataclass
 class LandmarkStageConfig:
     """Stage A: pose, identity and expression from landmarks."""

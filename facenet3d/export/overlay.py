@@ -12,15 +12,17 @@ a wrong jaw line or a turned pose is visible at a glance. Each panel is the phot
 most :data:`MAX_OVERLAY_SIDE` pixels (:func:`overlay_photo`), so a 48-megapixel photo gives a
 few-megabyte PNG.
 
-numpy + OpenCV only: the torch path (:mod:`facenet3d.reconstruct`, which renders with
-:mod:`facenet3d.render`) and the torch-free runtime (:mod:`infer.overlay`, numpy rasteriser)
-compose their renders with these functions.
+numpy + OpenCV only: the torch path (which renders with :mod:`facenet3d.render`) and the
+torch-free runtime (:func:`crop_overlay` and :func:`photo_overlay`, rendered by
+:mod:`facenet3d.export.software_render`) compose their renders with these functions.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from facenet3d.camera_math import CROP_FOCAL_PER_PX
+from facenet3d.export.software_render import SH_CONSTANTS, render_face
 from facenet3d.landmarks.image_io import LoadedImage
 
 #: Largest side of a render in the crop camera before it is warped into the photo.
@@ -43,8 +45,6 @@ MODEL_LANDMARK_COLOUR, DETECTED_LANDMARK_COLOUR = (230, 40, 40), (40, 210, 60)
 def geometry_sh() -> np.ndarray:
     """``(9, 3)`` float32 SH lighting of the shaded geometry: :data:`GEOMETRY_AMBIENT` plus a
     directional light (``pi I Y_k(d)``, as :func:`facenet3d.render.shading.sh_directional`)."""
-    from infer.overlay import SH_CONSTANTS
-
     x, y, z = np.asarray(GEOMETRY_LIGHT, np.float64) / np.linalg.norm(GEOMETRY_LIGHT)
     basis = SH_CONSTANTS * np.array([1.0, y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y])
     sh = np.pi * basis * GEOMETRY_LIGHT_INTENSITY
@@ -169,3 +169,48 @@ def overlay_panels(textured: np.ndarray, geometry: np.ndarray, crop_forward: np.
                             radius)
     right = draw_points(right, np.asarray(landmarks_model, np.float64) / scale, MODEL_LANDMARK_COLOUR, radius)
     return np.concatenate([left, right], 1)
+
+
+def crop_overlay(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.ndarray, sh: np.ndarray,
+                 crop_forward: np.ndarray, crop_size: int, photo: np.ndarray, scale: np.ndarray,
+                 landmarks_model: np.ndarray, landmarks_detected: np.ndarray | None = None) -> np.ndarray:
+    """The two-panel overlay of ``facenet3d reconstruct`` (:func:`overlay_panels`).
+
+    Both renders are made in the aligned crop's camera at about the overlay's resolution at the
+    face (:func:`overlay_render_size`), then warped into the photo.
+
+    Args:
+        vertices: ``(V, 3)`` mm in the crop camera (the graph's ``vertices``).
+        triangles, vertex_albedo, sh: see :func:`~facenet3d.export.software_render.render_face`.
+        crop_forward: ``(2, 3)`` original photo px -> crop px.
+        crop_size: crop size ``crop_forward`` maps to.
+        photo: ``(h, w, 3)`` uint8 RGB at the overlay's size (:func:`overlay_photo`).
+        scale: ``(2,)`` original photo px per overlay px.
+        landmarks_model: ``(68, 2)`` projected model landmarks, original px.
+        landmarks_detected: ``(68, 2)`` detected points, original px.
+
+    Returns:
+        ``(h, 2 w, 3)`` uint8.
+    """
+    size = overlay_render_size(to_overlay_forward(crop_forward, scale), crop_size)
+    f = CROP_FOCAL_PER_PX * size
+    textured, geometry = render_face(vertices, triangles, vertex_albedo, sh, (f, f), (size / 2.0, size / 2.0),
+                                     (size, size), geometry_sh=geometry_sh(), geometry_albedo=GEOMETRY_ALBEDO)
+    return overlay_panels(textured, geometry, crop_forward, crop_size, photo, scale, landmarks_model,
+                          landmarks_detected)
+
+
+def photo_overlay(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.ndarray, sh: np.ndarray,
+                  focal: tuple[float, float], principal: tuple[float, float], photo: np.ndarray) -> np.ndarray:
+    """The face rendered straight in the photo's camera and composited over it (video frames).
+
+    Args:
+        vertices: ``(V, 3)`` mm in the photo camera.
+        triangles, vertex_albedo, sh: see :func:`~facenet3d.export.software_render.render_face`.
+        focal, principal: the photo camera.
+        photo: ``(H, W, 3)`` uint8 RGB.
+    """
+    rgba = render_face(vertices, triangles, vertex_albedo, sh, focal, principal, photo.shape[:2])
+    alpha = rgba[..., 3:]
+    blended = photo.astype(np.float32) / 255.0 * (1 - alpha) + rgba[..., :3] * alpha
+    return (np.clip(blended, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -1,8 +1,8 @@
-"""Overlays without torch: a numpy z-buffer rasteriser, SH shading at the vertices, compositing.
+"""Rendering without torch, for overlays: a numpy z-buffer rasteriser and SH shading at the vertices.
 
 The torch path renders its overlays with :class:`facenet3d.render.Renderer` (per-vertex SH
-shading, no antialiasing) in the aligned crop's camera and warps the render into the photo
-(:func:`facenet3d.overlay.composite_crop_render`). This module does the same with numpy:
+shading, no antialiasing) in the aligned crop's camera; the torch-free runtime renders the same
+image with numpy here (compositing is :mod:`facenet3d.export.overlay`'s):
 
 - :func:`rasterize`: the visible triangle and perspective-correct barycentrics at every pixel
   centre (pixel centres at ``+0.5``; triangles sorted into classes by the power-of-two size of
@@ -10,8 +10,7 @@ shading, no antialiasing) in the aligned crop's camera and warps the render into
   does; a pixel covered twice keeps the nearer triangle);
 - :func:`sh_shading`: the numpy twin of :func:`facenet3d.render.shading.sh_shading` (all nine
   SH coefficients, Lambertian, ``E(n) / pi``), evaluated at the vertices (Gouraud);
-- :func:`render_face`: colour = vertex albedo x shading, interpolated, sRGB-encoded, with coverage;
-- :func:`crop_overlay` (photos: textured and shaded-geometry panels) and :func:`photo_overlay` (video frames).
+- :func:`render_face`: colour = vertex albedo x shading, interpolated, sRGB-encoded, with coverage.
 
 The colour differs from the torch path's only where the torch path samples the UV albedo map
 per pixel and this one interpolates the albedo baked at the vertices.
@@ -24,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facenet3d.camera_math import CROP_FOCAL_PER_PX
 from facenet3d.export.mesh import vertex_normals
 from facenet3d.export.textures import linear_to_srgb
 
@@ -175,7 +173,8 @@ def sh_shading(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
 
 def render_face(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.ndarray, sh: np.ndarray,
                 focal: tuple[float, float], principal: tuple[float, float], size: tuple[int, int],
-                geometry_sh: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                geometry_sh: np.ndarray | None = None, geometry_albedo: float = 1.0
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render a face mesh with per-vertex albedo and SH lighting.
 
     Args:
@@ -185,15 +184,14 @@ def render_face(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.n
         sh: ``(9, 3)`` lighting in the camera frame.
         focal, principal: the camera in pixels.
         size: ``(H, W)``.
-        geometry_sh: ``(9, 3)``: also render the bare geometry (grey
-            :data:`~facenet3d.overlay.GEOMETRY_ALBEDO` under this lighting) from the same raster.
+        geometry_sh: ``(9, 3)``: also render the bare geometry (grey ``geometry_albedo`` under this
+            lighting) from the same raster.
+        geometry_albedo: linear grey of the bare geometry.
 
     Returns:
         ``(H, W, 4)`` float32: sRGB colour and coverage (0 or 1), both in ``[0, 1]``; with
         ``geometry_sh``, the pair ``(textured, geometry)``.
     """
-    from facenet3d.overlay import GEOMETRY_ALBEDO
-
     v = np.asarray(vertices, np.float64)
     depth = -v[:, 2]
     xy = np.stack([principal[0] + focal[0] * v[:, 0] / depth, principal[1] - focal[1] * v[:, 1] / depth], -1)
@@ -208,51 +206,4 @@ def render_face(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.n
     textured = shade(np.asarray(vertex_albedo, np.float64) * sh_shading(normals, sh))
     if geometry_sh is None:
         return textured
-    return textured, shade(np.clip(GEOMETRY_ALBEDO * sh_shading(normals, geometry_sh), 0.0, None))
-
-
-def crop_overlay(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.ndarray, sh: np.ndarray,
-                 crop_forward: np.ndarray, crop_size: int, photo: np.ndarray, scale: np.ndarray,
-                 landmarks_model: np.ndarray, landmarks_detected: np.ndarray | None = None) -> np.ndarray:
-    """The two-panel overlay of ``facenet3d reconstruct`` (:func:`facenet3d.overlay.overlay_panels`).
-
-    Both renders are made in the aligned crop's camera at about the overlay's resolution at the
-    face (:func:`facenet3d.overlay.overlay_render_size`), then warped into the photo.
-
-    Args:
-        vertices: ``(V, 3)`` mm in the crop camera (the graph's ``vertices``).
-        triangles, vertex_albedo, sh: see :func:`render_face`.
-        crop_forward: ``(2, 3)`` original photo px -> crop px.
-        crop_size: crop size ``crop_forward`` maps to.
-        photo: ``(h, w, 3)`` uint8 RGB at the overlay's size (:func:`facenet3d.overlay.overlay_photo`).
-        scale: ``(2,)`` original photo px per overlay px.
-        landmarks_model: ``(68, 2)`` projected model landmarks, original px.
-        landmarks_detected: ``(68, 2)`` detected points, original px.
-
-    Returns:
-        ``(h, 2 w, 3)`` uint8.
-    """
-    from facenet3d.overlay import geometry_sh, overlay_panels, overlay_render_size, to_overlay_forward
-
-    size = overlay_render_size(to_overlay_forward(crop_forward, scale), crop_size)
-    f = CROP_FOCAL_PER_PX * size
-    textured, geometry = render_face(vertices, triangles, vertex_albedo, sh, (f, f), (size / 2.0, size / 2.0),
-                                     (size, size), geometry_sh=geometry_sh())
-    return overlay_panels(textured, geometry, crop_forward, crop_size, photo, scale, landmarks_model,
-                          landmarks_detected)
-
-
-def photo_overlay(vertices: np.ndarray, triangles: np.ndarray, vertex_albedo: np.ndarray, sh: np.ndarray,
-                  focal: tuple[float, float], principal: tuple[float, float], photo: np.ndarray) -> np.ndarray:
-    """The face rendered straight in the photo's camera and composited over it (video frames).
-
-    Args:
-        vertices: ``(V, 3)`` mm in the photo camera.
-        triangles, vertex_albedo, sh: see :func:`render_face`.
-        focal, principal: the photo camera.
-        photo: ``(H, W, 3)`` uint8 RGB.
-    """
-    rgba = render_face(vertices, triangles, vertex_albedo, sh, focal, principal, photo.shape[:2])
-    alpha = rgba[..., 3:]
-    blended = photo.astype(np.float32) / 255.0 * (1 - alpha) + rgba[..., :3] * alpha
-    return (np.clip(blended, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return textured, shade(np.clip(geometry_albedo * sh_shading(normals, geometry_sh), 0.0, None))
