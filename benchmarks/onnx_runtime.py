@@ -8,7 +8,7 @@
    Runtime, against the same computation in PyTorch (:class:`facenet3d.onnx.FaceGraph` under
    ``no_grad``) in the same run with the same thread count, at batch 1 and 32. Untrained
    weights: speed does not depend on their values.
-2. **Full pipeline, faces per second**, ``python -m infer``'s work from a decoded photo to the
+2. **Full pipeline, faces per second**, ``python -m facenet3d.infer``'s work from a decoded photo to the
    mesh: MediaPipe detection + 478 landmarks, alignment, the graph in batches of 32, the photo
    camera, landmarks and the mesh (:class:`~facenet3d.export.TexturedMesh`, model frame); then
    separately what writing a result folder adds (UV maps, overlay, OBJ/GLB/PNG/JSON files).
@@ -48,7 +48,7 @@ REFERENCE_3DDFA_V2 = {"model": "3DDFA_V2 MobileNet 120x120 (published, i5-8259U,
 
 
 def bench_regressor(variant: str, model, onnx_dir: Path, threads: int, repeat: int) -> dict:
-    from infer.session import RegressorSession
+    from facenet3d.infer.session import RegressorSession
 
     regressor = create_regressor(variant, model).eval()
     path = onnx_dir / f"{variant}.onnx"
@@ -80,12 +80,20 @@ def bench_regressor(variant: str, model, onnx_dir: Path, threads: int, repeat: i
 
 def bench_pipeline(onnx_path: Path, threads: int, n_photos: int, write: bool) -> dict:
     """Faces per second from decoded photos to meshes (and, with ``write``, to result folders)."""
+    from facenet3d.infer.pipeline import (
+        MAX_DECODE_SIDE,
+        RuntimeFaceModel,
+        crops_to_input,
+        detect_faces,
+        face_result,
+        place_faces,
+    )
+    from facenet3d.infer.session import RegressorSession
+
     from facenet3d.export.bundle import write_image_results
     from facenet3d.export.mesh import mesh_from_face_model
     from facenet3d.landmarks.detect import FaceDetector
     from facenet3d.landmarks.image_io import read_image
-    from infer.pipeline import MAX_DECODE_SIDE, RuntimeFaceModel, crops_to_input, detect_faces, face_result, place_faces
-    from infer.session import RegressorSession
 
     session = RegressorSession(onnx_path, threads=threads, provider="cpu")
     model = RuntimeFaceModel.load("default", session.info)

@@ -6,9 +6,9 @@
 The same photos (LFW, about 250 px, one face each) and the same ONNX Runtime threads per
 session go through:
 
-1. **single process**: ``python -m infer``'s loop (:func:`infer.batch.reconstruct_photos`), one
+1. **single process**: ``python -m facenet3d.infer``'s loop (:func:`facenet3d.infer.batch.reconstruct_photos`), one
    session, photo folders written;
-2. **Ray, cold**: ``--engine ray`` (:func:`infer.ray_engine.reconstruct_photos_on_ray`) on a Ray
+2. **Ray, cold**: ``--engine ray`` (:func:`facenet3d.infer.ray_engine.reconstruct_photos_on_ray`) on a Ray
    instance just started: the first run's worker processes import the runtime, build MediaPipe's
    graphs and load the face model and the graph;
 3. **Ray, warm**: the same run again (``--overwrite``) on the same instance: task workers are
@@ -71,12 +71,13 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the figures here too")
     args = p.parse_args()
 
+    from facenet3d.infer.batch import reconstruct_photos
+    from facenet3d.infer.pipeline import RuntimeFaceModel
+    from facenet3d.infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray, start_ray
+    from facenet3d.infer.session import RegressorSession
+
     from facenet3d.batch import quiet_detector
     from facenet3d.landmarks.detect import FaceDetector
-    from infer.batch import reconstruct_photos
-    from infer.pipeline import RuntimeFaceModel
-    from infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray, start_ray
-    from infer.session import RegressorSession
 
     photos = sorted((SHARED / "data/faces/lfw-expressions").glob("*.jpg"))[::3][:args.photos]
     work = Path(tempfile.mkdtemp(prefix="ray_runtime_"))

@@ -49,8 +49,8 @@ def read_recipe(recipe: str) -> dict:
 
 
 def build(recipe: str, face_model: str | None, batch_size: int | None = None) -> tuple:
-    from train.data import AugmentConfig, FaceDataModule
-    from train.module import FaceRegressorModule, LossWeights, crop_size_of
+    from facenet3d.train.data import AugmentConfig, FaceDataModule
+    from facenet3d.train.module import FaceRegressorModule, LossWeights, crop_size_of
 
     cfg = read_recipe(recipe)
     model_kw = dict(cfg.get("model", {}))

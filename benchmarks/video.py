@@ -8,7 +8,7 @@ a webcam (sliding +-40 px, bobbing +-15 px, rolling +-6 degrees, nearing and rec
 smoothly, at 30 fps), written as an MPEG-4 file so that decoding is part of the measure. The
 tracked run's answers are compared with the baseline's (landmarks, head angles).
 
-1. **Frames/s**, :func:`infer.video.reconstruct_video` end to end (decode, detection or tracking,
+1. **Frames/s**, :func:`facenet3d.infer.video.reconstruct_video` end to end (decode, detection or tracking,
    alignment, the graph at batch 1, photo pose, smoothing, blendshapes, JSON Lines, the Live Link
    CSV and animated GLB at the end), no overlay video: tracked (the detector every
    ``--redetect-every`` frames and when tracking is lost) against the baseline that detects in
@@ -69,7 +69,7 @@ def make_clip(photo: Path, path: Path, frames: int, fps: float = 30.0) -> None:
 
 
 def run_clip(clip: Path, out: Path, session, model, detector, redetect_every: int, overlay: bool = False) -> dict:
-    from infer.video import reconstruct_video
+    from facenet3d.infer.video import reconstruct_video
 
     start_cpu = time.process_time()
     r = reconstruct_video(clip, out, session, model, detector, overlay=overlay, quiet=True,
@@ -95,11 +95,11 @@ def agreement(a: dict, b: dict) -> dict:
 def stage_costs(clip: Path, onnx: Path, model_spec: str, detector, repeat: int) -> dict:
     """Per-frame wall and CPU ms of each stage with one ONNX thread."""
     import cv2
+    from facenet3d.infer.pipeline import RuntimeFaceModel, crops_to_input, detect_faces, place_faces
+    from facenet3d.infer.session import RegressorSession
+    from facenet3d.infer.video import PoseSmoother, frame_source
 
     from facenet3d.landmarks.align import crop_image
-    from infer.pipeline import RuntimeFaceModel, crops_to_input, detect_faces, place_faces
-    from infer.session import RegressorSession
-    from infer.video import PoseSmoother, frame_source
 
     session = RegressorSession(onnx, threads=1, provider="cpu")
     model = RuntimeFaceModel.load(model_spec, session.info)
@@ -157,11 +157,12 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
 
+    from facenet3d.infer.pipeline import RuntimeFaceModel
+    from facenet3d.infer.session import RegressorSession
+    from facenet3d.infer.video import REDETECT_EVERY
+
     from facenet3d.batch import quiet_detector
     from facenet3d.landmarks.detect import FaceDetector
-    from infer.pipeline import RuntimeFaceModel
-    from infer.session import RegressorSession
-    from infer.video import REDETECT_EVERY
 
     redetect = a.redetect_every or REDETECT_EVERY
     photo = a.photo or SHARED / "data/aflw2000-3d/dev/image00051.jpg"

@@ -1,6 +1,6 @@
 """What every batch command shares: inputs, resume records, failures, signals, progress, quiet start-up.
 
-``facenet3d reconstruct`` (torch) and ``python -m infer`` (the torch-free runtime) both drive
+``facenet3d reconstruct`` (torch) and ``python -m facenet3d.infer`` (the torch-free runtime) both drive
 their photo loops through :class:`BatchRun`, so they behave alike:
 
 - inputs: :func:`collect_inputs` turns files and folders into photos; a missing path or an

@@ -119,8 +119,8 @@ def run_onnx(args: argparse.Namespace) -> int:
     if not args.onnx:
         print("error: --backend onnx needs --onnx FILE (write one with `facenet3d export-onnx`)", file=sys.stderr)
         return 2
-    from infer.__main__ import build_parser
-    from infer.__main__ import run as run_infer
+    from facenet3d.infer.__main__ import build_parser
+    from facenet3d.infer.__main__ import run as run_infer
 
     camera = [] if args.webcam is None else ["--webcam", str(args.webcam)]
     infer_args = build_parser().parse_args([*map(str, args.inputs), "-o", str(args.output), "--onnx", args.onnx,
@@ -132,8 +132,8 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from infer.__main__ import add_engine_options
-    from infer.session import PROVIDER_CHOICES
+    from facenet3d.infer.__main__ import add_engine_options
+    from facenet3d.infer.session import PROVIDER_CHOICES
 
     p = sub.add_parser("reconstruct", help="reconstruct textured 3D faces from photos",
                        description="Reconstruct every face of each photo: OUT/<photo stem>/ gets mesh.obj "
@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "animation.csv in Live Link Face's layout, animation.glb)")
     p.add_argument("--webcam", type=int, default=None, metavar="N",
                    help="a live camera (cv2.VideoCapture(N)) into OUT/webcam<N>/ until Ctrl-C (--backend onnx; "
-                        "python -m infer --webcam has the streaming options)")
+                        "python -m facenet3d.infer --webcam has the streaming options)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="none: regressor only; fast: landmark + photometric fit; full: also per-texel UV maps "
@@ -160,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="show the start-up messages of MediaPipe / TensorFlow Lite (hidden by default)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="torch: this library (refinement available); onnx: the torch-free runtime with an "
-                        "exported graph (python -m infer; regressor only)")
+                        "exported graph (python -m facenet3d.infer; regressor only)")
     p.add_argument("--onnx", metavar="FILE", default=None, help="graph for --backend onnx (facenet3d export-onnx)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (--backend onnx)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",

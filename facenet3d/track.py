@@ -1,6 +1,6 @@
 """A face over the frames of a clip: one identity, per-frame expression and head pose, smoothed.
 
-Torch-free (numpy), shared by ``facenet3d reconstruct clip.mp4`` and ``python -m infer clip.mp4``:
+Torch-free (numpy), shared by ``facenet3d reconstruct clip.mp4`` and ``python -m facenet3d.infer clip.mp4``:
 
 * :func:`clip_identity`: the clip's one identity, the per-coefficient median of per-frame
   estimates (robust to the frames where a blink, a turn or motion blur misleads the fit);

@@ -1,6 +1,6 @@
 """Reading video: files (OpenCV), folders of frames (sorted by name) and live cameras, as one
 stream of ``(index, time_s, (H, W, 3) uint8 RGB)`` frames. numpy + OpenCV only, so the torch path
-(:mod:`facenet3d.video`) and the torch-free runtime (:mod:`infer.video`) read frames alike."""
+(:mod:`facenet3d.video`) and the torch-free runtime (:mod:`facenet3d.infer.video`) read frames alike."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""``python -m infer INPUT... -o OUT --onnx model.onnx``: the torch-free runtime's command line.
+"""``python -m facenet3d.infer INPUT... -o OUT --onnx model.onnx``: the torch-free runtime's command line.
 
 Photos, folders of photos, list files (one path a line) and Parquet manifests (a ``path``
 column) give ``OUT/<photo stem>/`` exactly as ``facenet3d reconstruct`` writes it (``--refine
-none``), in this process or on Ray (``--engine ray``, :mod:`infer.ray_engine`; ``--table``: one
-Parquet face table instead, :mod:`infer.table`); video files (and folders of frames with ``--video``) give
-``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`infer.video`); ``--webcam N``
+none``), in this process or on Ray (``--engine ray``, :mod:`facenet3d.infer.ray_engine`; ``--table``: one
+Parquet face table instead, :mod:`facenet3d.infer.table`); video files (and folders of frames with ``--video``) give
+``OUT/<video stem>/frames.jsonl`` with an overlay video (see :mod:`facenet3d.infer.video`); ``--webcam N``
 reconstructs a live camera into ``OUT/webcam<N>/`` until Ctrl-C (``--stream -`` prints each
 frame's line as it comes). Exit status 0
 when everything worked, 1 when some input failed (the others are written; ``OUT/failures.json``
@@ -18,15 +18,15 @@ import argparse
 import sys
 from pathlib import Path
 
-#: ``--engine`` choices: this process, or Ray Data (:mod:`infer.ray_engine`).
+#: ``--engine`` choices: this process, or Ray Data (:mod:`facenet3d.infer.ray_engine`).
 ENGINES = ("local", "ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infer.video import MESH_FORMATS, REDETECT_EVERY
+    from facenet3d.infer.video import MESH_FORMATS, REDETECT_EVERY
 
     p = argparse.ArgumentParser(
-        prog="python -m infer",
+        prog="python -m facenet3d.infer",
         description="Reconstruct faces with an exported ONNX graph (ONNX Runtime, numpy, OpenCV, MediaPipe; "
                     "no PyTorch). Photos and folders -> OUT/<stem>/ (mesh.obj, mesh.glb, params.json, "
                     "landmarks.json, overlay.png); videos -> OUT/<stem>/frames.jsonl + overlay video.")
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_runtime_options(p: argparse.ArgumentParser, onnx_required: bool = True) -> None:
     """``--onnx``, ``--threads``, ``--provider`` (shared with ``facenet3d reconstruct --backend onnx``)."""
-    from infer.session import PROVIDER_CHOICES
+    from facenet3d.infer.session import PROVIDER_CHOICES
 
     p.add_argument("--onnx", required=onnx_required, metavar="FILE",
                    help="graph written by `facenet3d export-onnx`")
@@ -82,7 +82,7 @@ def add_runtime_options(p: argparse.ArgumentParser, onnx_required: bool = True) 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """``--engine``, ``--ray-address``, ``--num-workers``, ``--table`` (shared with ``facenet3d reconstruct
     --backend onnx``)."""
-    from infer.table import FACE_TABLE
+    from facenet3d.infer.table import FACE_TABLE
 
     g = p.add_argument_group("engine (photos)")
     g.add_argument("--engine", choices=ENGINES, default="local",
@@ -99,6 +99,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
+    from facenet3d.infer.batch import reconstruct_photos
+    from facenet3d.infer.inputs import expand_path_lists
+    from facenet3d.infer.pipeline import RuntimeFaceModel
+    from facenet3d.infer.session import RegressorSession
+    from facenet3d.infer.video import PoseSmoother, is_video, reconstruct_video
+
     from facenet3d.batch import (
         INTERRUPTED_STATUS,
         Interrupted,
@@ -112,11 +118,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from facenet3d.errors import Facenet3DError
     from facenet3d.landmarks.detect import FaceDetector
-    from infer.batch import reconstruct_photos
-    from infer.inputs import expand_path_lists
-    from infer.pipeline import RuntimeFaceModel
-    from infer.session import RegressorSession
-    from infer.video import PoseSmoother, is_video, reconstruct_video
 
     if not args.inputs and args.webcam is None:
         print("error: give inputs (photos, folders, videos) or --webcam N", file=sys.stderr)
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", False)
     if photos or failures:
         if engine == "ray":
-            from infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray
+            from facenet3d.infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray
 
             options = RayRunOptions(address=args.ray_address, num_workers=args.num_workers, table=args.table,
                                     verbose=verbose)

@@ -8,7 +8,7 @@ SIGTERM, progress) is :class:`facenet3d.batch.BatchRun`'s, as for ``facenet3d re
 
 The stages (:func:`detect_photo`, :func:`regress_photos`, :func:`place_photo`,
 :func:`write_photo_folder`) are the whole per-photo work: :func:`reconstruct_photos` chains them
-in one process, :mod:`infer.ray_engine` runs the same functions as Ray tasks and actors.
+in one process, :mod:`facenet3d.infer.ray_engine` runs the same functions as Ray tasks and actors.
 """
 
 from __future__ import annotations
@@ -18,11 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from facenet3d.batch import FAILURES_FILE, BatchReport, BatchRun
-from facenet3d.errors import Facenet3DError
-from facenet3d.landmarks.detect import FaceDetector
-from infer.pipeline import (
+from facenet3d.infer.pipeline import (
     MAX_DECODE_SIDE,
     FaceCrop,
     PhotoFace,
@@ -32,6 +28,10 @@ from infer.pipeline import (
     face_result,
     place_faces,
 )
+
+from facenet3d.batch import FAILURES_FILE, BatchReport, BatchRun
+from facenet3d.errors import Facenet3DError
+from facenet3d.landmarks.detect import FaceDetector
 
 __all__ = ["FAILURES_FILE", "BatchReport", "DetectedPhoto", "detect_photo", "photo_settings", "place_photo",
            "reconstruct_photos", "regress_photos", "write_photo_folder"]
@@ -101,7 +101,7 @@ def regress_photos(session, photos: list[DetectedPhoto], batch_size: int | None 
 
 def place_photo(outputs: dict[str, np.ndarray], photo: DetectedPhoto, model: RuntimeFaceModel,
                 crop_size: int) -> list[PhotoFace]:
-    """The faces of one photo placed in it (:func:`infer.pipeline.place_faces`)."""
+    """The faces of one photo placed in it (:func:`facenet3d.infer.pipeline.place_faces`)."""
     return place_faces(outputs, photo.faces, model, crop_size, photo.image_size, photo.seconds)
 
 
@@ -130,7 +130,7 @@ def reconstruct_photos(photos: list[Path], out: str | Path, session, model: Runt
     Args:
         photos: photo files (e.g. from :func:`facenet3d.batch.collect_inputs`).
         out: output folder.
-        session: an :class:`infer.session.RegressorSession`.
+        session: an :class:`facenet3d.infer.session.RegressorSession`.
         model: its face model (:meth:`RuntimeFaceModel.load`).
         detector: face detector (created when None).
         batch_size: crops per graph run.

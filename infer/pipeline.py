@@ -313,7 +313,7 @@ def reconstruct_image(image: LoadedImage, session, model: RuntimeFaceModel, dete
 
     Args:
         image: the decoded photo (:func:`~facenet3d.landmarks.image_io.read_image`).
-        session: an :class:`infer.session.RegressorSession`.
+        session: an :class:`facenet3d.infer.session.RegressorSession`.
         model: its face model.
         detector: a face detector.
         max_faces: at most this many faces.

@@ -1,14 +1,14 @@
-"""Photos on Ray Data (``python -m infer ... --engine ray``): one machine or a cluster, the same results.
+"""Photos on Ray Data (``python -m facenet3d.infer ... --engine ray``): one machine or a cluster, the same results.
 
-The runtime's per-photo stages (:mod:`infer.batch`) become a Ray Data pipeline:
+The runtime's per-photo stages (:mod:`facenet3d.infer.batch`) become a Ray Data pipeline:
 
 1. **detect** (CPU tasks): the resume check (the photo's :data:`~facenet3d.batch.RESULT_RECORD`
    as the single-process runtime reads it, or its row in the face table), decoding, detection
-   and alignment (:func:`infer.batch.detect_photo`);
+   and alignment (:func:`facenet3d.infer.batch.detect_photo`);
 2. **regress** (an actor pool of ``num_workers`` actors, one ONNX Runtime session each): the
-   crops of a batch of photos through the graph (:func:`infer.batch.regress_photos`);
+   crops of a batch of photos through the graph (:func:`facenet3d.infer.batch.regress_photos`);
 3. **write** (CPU tasks): the faces placed in their photos and written, a folder per photo
-   (:func:`infer.batch.write_photo_folder`) or rows of the face table (:mod:`infer.table`).
+   (:func:`facenet3d.infer.batch.write_photo_folder`) or rows of the face table (:mod:`facenet3d.infer.table`).
 
 Each stage passes one row per photo; what one stage hands the next (the detected faces, the
 graph's outputs) travels pickled in the row. The driver reads one status row per photo back
@@ -66,7 +66,7 @@ class RayRunOptions:
         address: a Ray cluster's address (``ray start --head`` prints it; ``"auto"``: the
             cluster this node belongs to); None starts a local instance.
         num_workers: regressor actors, one ONNX Runtime session each.
-        table: write the face table (:mod:`infer.table`) instead of a folder per photo.
+        table: write the face table (:mod:`facenet3d.infer.table`) instead of a folder per photo.
         verbose: Ray's and MediaPipe's own messages and progress bars.
     """
 
@@ -181,7 +181,7 @@ def _face_model(spec: str, info):
     """This worker's face model for the graph described by ``info`` (loaded once per worker)."""
     key = (spec, info.face_model_fingerprint)
     if key not in _face_models:
-        from infer.pipeline import RuntimeFaceModel
+        from facenet3d.infer.pipeline import RuntimeFaceModel
 
         _face_models[key] = RuntimeFaceModel.load(spec, info)
     return _face_models[key]
@@ -199,12 +199,13 @@ def detect_stage(batch: dict[str, np.ndarray], *, settings: dict, crop_size: int
     """Ray task: resume check, decoding, detection and alignment of a batch of photos.
 
     Adds ``status`` (:data:`TODO`, :data:`SKIPPED`, :data:`FAILED`), ``error``, ``record`` (the
-    resume record, JSON) and ``photo`` (the pickled :class:`~infer.batch.DetectedPhoto`).
+    resume record, JSON) and ``photo`` (the pickled :class:`~facenet3d.infer.batch.DetectedPhoto`).
     """
     import json
 
+    from facenet3d.infer.batch import detect_photo
+
     from facenet3d.batch import is_finished, result_record
-    from infer.batch import detect_photo
 
     status, errors, records, photos = [], [], [], []
     for path, folder in zip(batch["path"], batch["folder"], strict=True):
@@ -240,13 +241,13 @@ class RegressStage:
     """
 
     def __init__(self, onnx: str, threads: int | None, provider: str, batch_size: int):
-        from infer.session import RegressorSession
+        from facenet3d.infer.session import RegressorSession
 
         self.session = RegressorSession(onnx, threads=threads, provider=provider)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from infer.batch import regress_photos
+        from facenet3d.infer.batch import regress_photos
 
         todo = [i for i, s in enumerate(batch["status"]) if s == TODO]
         photos = [pickle.loads(batch["photo"][i]) for i in todo]
@@ -265,9 +266,10 @@ def write_stage(batch: dict[str, np.ndarray], *, model_spec: str, info, crop_siz
     photo's folder, or the table part holding its rows), ``status``, ``error``, ``faces``."""
     import json
 
+    from facenet3d.infer.batch import place_photo, write_photo_folder
+    from facenet3d.infer.table import face_rows, write_table_part
+
     from facenet3d.batch import RESULT_RECORD
-    from infer.batch import place_photo, write_photo_folder
-    from infer.table import face_rows, write_table_part
 
     model = _face_model(model_spec, info)
     status, errors, faces = list(batch["status"]), list(batch["error"]), [0] * len(batch["status"])
@@ -310,20 +312,20 @@ def reconstruct_photos_on_ray(photos: list[Path], out: str | Path, onnx: str | P
                               options: RayRunOptions, threads: int | None = None, provider: str = "auto",
                               batch_size: int = 32, max_faces: int | None = None, overwrite: bool = False,
                               quiet: bool = False, failures: list[tuple[Path, str]] | None = None):
-    """Reconstruct every face of every photo on Ray: what :func:`infer.batch.reconstruct_photos`
+    """Reconstruct every face of every photo on Ray: what :func:`facenet3d.infer.batch.reconstruct_photos`
     writes (or the face table), with the same numbers.
 
     Args:
         photos: photo files (:func:`facenet3d.batch.collect_inputs`).
         out: output folder.
         onnx: the graph (its path must be readable by every node).
-        model: its :class:`~infer.pipeline.RuntimeFaceModel` (its ``name`` is the spec the
+        model: its :class:`~facenet3d.infer.pipeline.RuntimeFaceModel` (its ``name`` is the spec the
             workers load).
         info: the graph's :class:`~facenet3d.onnx.metadata.OnnxModelInfo`.
         options: address, actors, table (:class:`RayRunOptions`).
         threads, provider: each actor's ONNX Runtime session.
         batch_size: photos per regressor batch (about the crops per graph run).
-        max_faces, overwrite, quiet, failures: as for :func:`infer.batch.reconstruct_photos`.
+        max_faces, overwrite, quiet, failures: as for :func:`facenet3d.infer.batch.reconstruct_photos`.
 
     Returns:
         The :class:`~facenet3d.batch.BatchReport`; ``out/failures.json`` and
@@ -334,10 +336,11 @@ def reconstruct_photos_on_ray(photos: list[Path], out: str | Path, onnx: str | P
         ClusterTooSmallError: see :func:`start_ray`.
         facenet3d.batch.OutputFolderError: ``out`` cannot be written (before any work).
     """
+    from facenet3d.infer.batch import photo_settings
+    from facenet3d.infer.table import FACE_TABLE, finished_inputs, write_failures_table
+
     from facenet3d.atomic import remove_temporaries
     from facenet3d.batch import BatchRun, check_output_folder, file_digest, output_names
-    from infer.batch import photo_settings
-    from infer.table import FACE_TABLE, finished_inputs, write_failures_table
 
     out = check_output_folder(out)
     settings = photo_settings(file_digest(Path(onnx)), model, max_faces)

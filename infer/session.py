@@ -97,7 +97,7 @@ class RegressorSession:
         """Run the graph.
 
         Args:
-            images: ``(B, 3, S, S)`` float32 RGB in ``[0, 1]`` (see :func:`infer.pipeline.crops_to_input`).
+            images: ``(B, 3, S, S)`` float32 RGB in ``[0, 1]`` (see :func:`facenet3d.infer.pipeline.crops_to_input`).
             batch_size: run at most this many crops at a time (None: all at once).
 
         Returns:

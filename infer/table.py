@@ -43,7 +43,7 @@ from facenet3d.camera_math import matrix_to_euler
 from facenet3d.errors import MissingExtraError
 
 if TYPE_CHECKING:
-    from infer.pipeline import PhotoFace
+    from facenet3d.infer.pipeline import PhotoFace
 
 #: The face table's folder in the output folder.
 FACE_TABLE = "faces.parquet"
@@ -69,7 +69,7 @@ def face_rows(faces: list[PhotoFace], name: str, record: dict) -> list[dict]:
     """The table rows of one photo's faces.
 
     Args:
-        faces: the photo's placed faces (:func:`infer.batch.place_photo`).
+        faces: the photo's placed faces (:func:`facenet3d.infer.batch.place_photo`).
         name: its output name.
         record: its resume record (:func:`facenet3d.batch.result_record`).
     """

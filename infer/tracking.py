@@ -4,7 +4,7 @@ Face-capture tools (MediaPipe's face mesh in video mode, ARKit) detect a face on
 the next frame's region of interest from the current frame's landmarks, detecting again only when
 tracking is lost. :class:`FaceTracker` does the same for the regressor's aligned crop:
 
-* a **detection frame** runs the detector (:func:`infer.pipeline.detect_faces`), which gives the
+* a **detection frame** runs the detector (:func:`facenet3d.infer.pipeline.detect_faces`), which gives the
   alignment ``F_d`` (photo px -> crop px); the regressor's landmarks of that frame become the
   reference ``L_d``;
 * every later frame is cut with ``F_d o S^-1``, ``S`` the similarity taking ``L_d``'s rigid points
@@ -26,10 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from facenet3d.infer.pipeline import FaceCrop, detect_faces
 
 from facenet3d.landmarks.align import compose_affine, crop_image, estimate_similarity, invert_affine, transform_points
 from facenet3d.landmarks.detect import FaceDetector
-from infer.pipeline import FaceCrop, detect_faces
 
 #: iBUG-68 points that move with the skull, not with the expression: nose bridge and base, eye corners.
 RIGID_POINTS = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])

@@ -3,7 +3,7 @@
 A video file (anything OpenCV decodes), a folder of frames or a live camera goes through the graph
 one frame at a time; the largest face is reconstructed. The detector runs on the first frame and
 then every :data:`REDETECT_EVERY` frames or when tracking is lost; in between, each frame's crop is
-placed from the previous frame's result (:class:`infer.tracking.FaceTracker`), which is what makes
+placed from the previous frame's result (:class:`facenet3d.infer.tracking.FaceTracker`), which is what makes
 the path real-time (``benchmarks/video.py``). Pose and expression are smoothed over
 time with a one-euro filter (:class:`OneEuroFilter`, Casiez, Roussel and Vogel, CHI 2012: a
 low-pass filter whose cut-off rises with the speed of the signal, so slow jitter is removed and
@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+from facenet3d.infer.pipeline import PhotoFace, RuntimeFaceModel, crops_to_input, place_faces
 
 from facenet3d.camera_math import (
     ImageCamera,
@@ -68,7 +69,6 @@ from facenet3d.video_io import (  # noqa: F401  (re-exported)
     frame_source,
     is_video,
 )
-from infer.pipeline import PhotoFace, RuntimeFaceModel, crops_to_input, place_faces
 
 #: What one unit of each smoothed group is (the filter's ``beta`` multiplies speeds in these units):
 #: 6D rotation entries (as :data:`facenet3d.track.TRACK_SMOOTHING`'s), mm, log focal length, px,
@@ -76,7 +76,8 @@ from infer.pipeline import PhotoFace, RuntimeFaceModel, crops_to_input, place_fa
 SMOOTHING_UNITS = {"rotation": TRACK_SMOOTHING.rotation_unit, "translation": 10.0, "log_focal": 0.02,
                    "principal": 5.0, "expression": 0.3}
 MESH_FORMATS = ("none", "ply", "obj", "glb")
-#: Frames between detections while the face is tracked (:class:`infer.tracking.FaceTracker`): one second at 30 fps.
+#: Frames between detections while the face is tracked (:class:`facenet3d.infer.tracking.FaceTracker`):
+#: one second at 30 fps.
 REDETECT_EVERY = 30
 
 
@@ -225,13 +226,13 @@ def reconstruct_video(source: str | Path | int, out: str | Path, session, model:
     """Reconstruct the largest face of every frame into ``out/<source stem>/`` (see the module docstring).
 
     Frames go through the graph one at a time: each frame's crop is placed from the previous
-    frame's result (:class:`infer.tracking.FaceTracker`), so a live camera is followed as it comes.
+    frame's result (:class:`facenet3d.infer.tracking.FaceTracker`), so a live camera is followed as it comes.
 
     Args:
         source: a video file, a folder of frames, or a camera index (``out/webcam<N>/``; the run
             ends on SIGINT / SIGTERM, which are then a normal stop, or after ``max_frames``).
         out: output folder.
-        session: an :class:`infer.session.RegressorSession`.
+        session: an :class:`facenet3d.infer.session.RegressorSession`.
         model: its face model.
         detector: face detector (created when None).
         smoother: pose/expression smoothing (default settings when None; ``PoseSmoother(enabled=False)``
@@ -248,12 +249,13 @@ def reconstruct_video(source: str | Path | int, out: str | Path, session, model:
         ImageReadError: the source cannot be read.
         CameraError: the camera cannot be opened.
     """
+    from facenet3d.infer.tracking import FaceTracker
+
     from facenet3d.batch import Interrupted
     from facenet3d.export import write_mesh
     from facenet3d.export.bundle import replace_folder
     from facenet3d.export.jsonfile import write_json
     from facenet3d.export.mesh import TexturedMesh
-    from infer.tracking import FaceTracker
 
     if meshes not in MESH_FORMATS:
         raise ValueError(f"meshes must be one of {MESH_FORMATS}, got {meshes!r}")

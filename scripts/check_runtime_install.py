@@ -7,7 +7,7 @@
 2. fails if torch, mediapipe, jax or TensorFlow got installed, or if more than one package
    installs ``cv2``;
 3. fails if the venv's site-packages holds more than ``--max-mb`` MB (MiB, files' sizes);
-4. runs ``python -m infer`` of that venv, from outside the checkout (so the installed package
+4. runs ``python -m facenet3d.infer`` of that venv, from outside the checkout (so the installed package
    is the one imported), on a real photo with an ONNX regressor, and checks the outputs.
 
 Without ``--onnx`` the regressor is exported by this interpreter (which needs the full install):
@@ -101,17 +101,18 @@ def main() -> int:
         out = work / "out"
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         t1 = time.perf_counter()
-        proc = run([str(py), "-m", "infer", str(photo), "-o", str(out), "--onnx", str(onnx), "--model",
+        proc = run([str(py), "-m", "facenet3d.infer", str(photo), "-o", str(out), "--onnx", str(onnx), "--model",
                     str(FACE_MODEL), "--quiet"], cwd=work, env=env)
         infer_s = time.perf_counter() - t1
-        imported = run([str(py), "-c", "import facenet3d, infer; print(facenet3d.__file__); print(infer.__file__)"],
+        where = "import facenet3d, facenet3d.infer as infer; print(facenet3d.__file__); print(infer.__file__)"
+        imported = run([str(py), "-c", where],
                        cwd=work, env=env).stdout.split()
         face_dir = out / photo.stem
         missing = [f for f in OUTPUTS if not (face_dir / f).is_file()]
         landmarks = json.loads((face_dir / "landmarks.json").read_text()) if not missing else {}
 
         print(f"runtime venv: pip install {install_s:.0f} s, site-packages {size_mb:.0f} MiB "
-              f"(limit {args.max_mb:.0f}), {len(names)} packages; python -m infer {infer_s:.1f} s")
+              f"(limit {args.max_mb:.0f}), {len(names)} packages; python -m facenet3d.infer {infer_s:.1f} s")
         problems = []
         if bad:
             problems.append(f"forbidden packages installed: {bad}")

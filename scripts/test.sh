@@ -9,6 +9,6 @@ if [ ! -d tests/js/node_modules/gltf-validator ]; then
   npm install --silent --no-audit --no-fund --prefix tests/js >/dev/null
 fi
 ruff check .
-# The torch-free runtime install: fresh venv, pip install ., size <= 600 MiB, python -m infer (about a minute).
+# The torch-free runtime install: fresh venv, pip install ., size <= 600 MiB, python -m facenet3d.infer (about a minute).
 python scripts/check_runtime_install.py
 python -m pytest -q "$@"

@@ -48,10 +48,11 @@ def real_photos(faces_dir: Path, n: int = 4) -> list[Path]:
 
 def aligned_crops(photos: list[Path], size: int) -> tuple[np.ndarray, list]:
     """``(N, size, size, 3)`` uint8 aligned crops of the largest face of each photo and the crops'
-    :class:`~infer.pipeline.FaceCrop` records."""
+    :class:`~facenet3d.infer.pipeline.FaceCrop` records."""
+    from facenet3d.infer.pipeline import MAX_DECODE_SIDE, detect_faces
+
     from facenet3d.landmarks.detect import FaceDetector
     from facenet3d.landmarks.image_io import read_image
-    from infer.pipeline import MAX_DECODE_SIDE, detect_faces
 
     detector = FaceDetector()
     faces = [detect_faces(detector, read_image(p, max_side=MAX_DECODE_SIDE), size, 1, str(p))[0] for p in photos]

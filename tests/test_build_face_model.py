@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from facenet3d.train.build_face_model.albedo import canonical_signs
+from facenet3d.train.build_face_model.build import BuildConfig, build
+from facenet3d.train.build_face_model.mesh import build_render_mesh, close_holes
 
 from facenet3d.facemodel import load_face_model, read_face_model_arrays
 from facenet3d.facemodel.registry import shipped_model_path
 from facenet3d.facemodel.subdivision import subdivision_operator
 from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE
 from facenet3d.landmarks.topology import mesh_triangles
-from train.build_face_model.albedo import canonical_signs
-from train.build_face_model.build import BuildConfig, build
-from train.build_face_model.mesh import build_render_mesh, close_holes
 
 #: The v1 model (MediaPipe geometry): the face model of the shipped v2 regressors.
 V1 = shipped_model_path("facenet3d_face_v1")
@@ -146,7 +146,7 @@ def _people(rng: np.random.Generator, noise_mm: float, expression_mm: float) -> 
 
 
 def test_separation_bound_finds_disjoint_subspaces_and_reports_isotropic_scatter():
-    from train.build_face_model.separation import attribution, separation_bound
+    from facenet3d.train.build_face_model.separation import attribution, separation_bound
 
     rng = np.random.default_rng(0)
     shapes, ids, neutral, train = _people(rng, noise_mm=0.05, expression_mm=6.0)

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from facenet3d.train.build_face_model import head_albedo as ha
+from facenet3d.train.build_face_model.ict_head import atlas_mirror, head_geometry
 
 from facenet3d.evaluate.geometry import Similarity
 from facenet3d.facemodel import FaceModelArrays, MorphableModel
@@ -20,8 +22,6 @@ from facenet3d.render.camera import PinholeCamera
 from facenet3d.render.color import linear_to_srgb
 from facenet3d.render.renderer import Renderer
 from facenet3d.render.shading import sh_directional, sh_uniform
-from train.build_face_model import head_albedo as ha
-from train.build_face_model.ict_head import atlas_mirror, head_geometry
 
 PER_GROUP = 3  # photos per UTKFace race group and of lfw-expressions' colour photos
 

@@ -8,6 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from facenet3d.train.build_face_model.head_reflectance import reflectance_maps
+from facenet3d.train.build_face_model.ict_head import HEAD_PARTS, KEPT_VERTICES, atlas_mirror, head_geometry
 
 from facenet3d.facemodel import FaceModelArrays, load_face_model, read_face_model_arrays, save_face_model
 from facenet3d.facemodel.model import MorphableModel
@@ -15,8 +17,6 @@ from facenet3d.facemodel.registry import default_model_path
 from facenet3d.facemodel.uvmaps import upsample_maps, upsample_maps_np
 from facenet3d.refine.priors import uv_region_weights
 from facenet3d.render.uv import UVRaster
-from train.build_face_model.head_reflectance import reflectance_maps
-from train.build_face_model.ict_head import HEAD_PARTS, KEPT_VERTICES, atlas_mirror, head_geometry
 
 ARKIT_SAMPLE = ("jawOpen", "mouthSmile_L", "mouthSmile_R", "eyeBlink_L", "eyeBlink_R", "browDown_L",
                 "browInnerUp_L", "browInnerUp_R", "cheekPuff_L", "mouthFunnel", "noseSneer_R")

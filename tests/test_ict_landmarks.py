@@ -13,12 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from facenet3d.evaluate.geometry import fit_similarity
-from facenet3d.facemodel.loaders.ict import read_ict_arrays
-from facenet3d.landmarks.align import estimate_similarity
-from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE, IBUG68_INNER
-from train.build_face_model.ict_landmarks import (
+from facenet3d.train.build_face_model.ict_landmarks import (
     AFLW21_MIRROR,
     bfm_3ddfa_face,
     embedded_points,
@@ -27,6 +22,11 @@ from train.build_face_model.ict_landmarks import (
     register_bfm_3ddfa,
     register_mediapipe,
 )
+
+from facenet3d.evaluate.geometry import fit_similarity
+from facenet3d.facemodel.loaders.ict import read_ict_arrays
+from facenet3d.landmarks.align import estimate_similarity
+from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE, IBUG68_INNER
 
 SIZES = {"ibug68_ict": 68, "ibug68_3ddfa": 68, "mediapipe478": 478, "aflw21": 21}
 

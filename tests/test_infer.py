@@ -19,6 +19,12 @@ import onnxruntime as ort
 import pytest
 import torch
 import trimesh
+from facenet3d.infer.__main__ import main as infer_main
+from facenet3d.infer.batch import FAILURES_FILE
+from facenet3d.infer.pipeline import MAX_DECODE_SIDE, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
+from facenet3d.infer.pipeline import face_result as runtime_face_result
+from facenet3d.infer.session import RegressorSession, select_providers
+from facenet3d.infer.video import OneEuroFilter
 from onnx_fixtures import real_photos
 from PIL import Image
 
@@ -32,12 +38,6 @@ from facenet3d.refine.maps_stage import statistical_maps
 from facenet3d.render import PinholeCamera, Renderer, apply_pose, euler_to_matrix, sh_directional, sh_uniform
 from facenet3d.render.color import linear_to_srgb
 from facenet3d.render.shading import sh_shading as torch_sh_shading
-from infer.__main__ import main as infer_main
-from infer.batch import FAILURES_FILE
-from infer.pipeline import MAX_DECODE_SIDE, RuntimeFaceModel, crops_to_input, detect_faces, place_faces
-from infer.pipeline import face_result as runtime_face_result
-from infer.session import RegressorSession, select_providers
-from infer.video import OneEuroFilter
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ("mesh.obj", "mesh.mtl", "albedo.png", "specular.png", "roughness.png", "mesh.glb", "params.json",
@@ -121,7 +121,7 @@ TORCH_FREE_RUN = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, BlockTorch())
-    from infer.__main__ import main
+    from facenet3d.infer.__main__ import main
 
     code = main(sys.argv[1:])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "mediapipe"))
@@ -131,7 +131,7 @@ TORCH_FREE_RUN = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def torch_free_run(onnx_path, photo_folder, clip, tmp_path_factory):
-    """``python -m infer`` on the photos and the clip in a fresh interpreter where importing torch or
+    """``python -m facenet3d.infer`` on the photos and the clip in a fresh interpreter where importing torch or
     mediapipe fails."""
     out = tmp_path_factory.mktemp("out")
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -314,7 +314,8 @@ def test_a_camera_stopped_by_a_signal_keeps_what_it_captured(faces_dir, tmp_path
     camera is stood in for by real frames followed by the signal (this machine has none)."""
     import signal
 
-    import infer.video as video_module
+    import facenet3d.infer.video as video_module
+
     from facenet3d.batch import Interrupted
 
     frames = jittered_frames(faces_dir, per_photo=3)[:5]

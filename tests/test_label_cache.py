@@ -1,4 +1,4 @@
-"""python -m train.label: labels of a few photos of each shared set written, reloaded, resumed;
+"""python -m facenet3d.train.label: labels of a few photos of each shared set written, reloaded, resumed;
 a corrupt photo reported and skipped; the teacher's points agree with AFLW's human ones."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ AFLW21_TO_IBUG68 = {0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 8: 39, 9: 4
 @pytest.fixture(scope="module")
 def labelled(shared, tmp_path_factory):
     """Six photos of each set plus a folder with a corrupt photo, labelled once."""
+    from facenet3d.train.label import aflw_labels_by_name, label_folder
+
     from facenet3d.landmarks.detect import FaceDetector
     from facenet3d.teacher import Teacher3DDFA
-    from train.label import aflw_labels_by_name, label_folder
 
     faces = shared / "data" / "faces"
     photos = tmp_path_factory.mktemp("photos")
@@ -41,7 +42,7 @@ def labelled(shared, tmp_path_factory):
 
 
 def test_labels_written_reloaded_and_resumed(labelled):
-    from train.label import LabelCache
+    from facenet3d.train.label import LabelCache
 
     out, reports, again = labelled
     for name in ("utkface", "aflw-crops", "lfw-expressions"):
@@ -65,7 +66,7 @@ def test_labels_written_reloaded_and_resumed(labelled):
 
 
 def test_corrupt_photo_reported_and_skipped(labelled):
-    from train.label import LabelCache
+    from facenet3d.train.label import LabelCache
 
     out, reports, _ = labelled
     assert [e[0] for e in reports["broken"]["errors"]] == ["sub/corrupt.jpg"]
@@ -79,7 +80,7 @@ def test_corrupt_photo_reported_and_skipped(labelled):
 
 
 def test_teacher_agrees_with_aflw_human_points(labelled):
-    from train.label import LabelCache
+    from facenet3d.train.label import LabelCache
 
     out, _, _ = labelled
     cache = LabelCache(out / "aflw-crops")

@@ -132,7 +132,7 @@ def test_runtime_dependencies_hold_no_torch_or_mediapipe():
 
 @pytest.mark.slow
 def test_runtime_install_in_a_fresh_venv(shared: Path):
-    """The check scripts/test.sh runs: fresh venv, pip install ., size, python -m infer (about a minute)."""
+    """The check scripts/test.sh runs: fresh venv, pip install ., size, python -m facenet3d.infer (about a minute)."""
     import subprocess
     import sys
 

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from facenet3d.infer.pipeline import crops_to_input
 from onnx_fixtures import aligned_crops, perturbed_regressor, real_photos
 
 from facenet3d.camera_math import matrix_to_euler, rotation_6d_to_matrix
@@ -25,7 +26,6 @@ from facenet3d.onnx.metadata import face_model_fingerprint as numpy_fingerprint
 from facenet3d.render import euler_to_matrix
 from facenet3d.render import matrix_to_euler as torch_matrix_to_euler
 from facenet3d.render import rotation_6d_to_matrix as torch_rotation_6d_to_matrix
-from infer.pipeline import crops_to_input
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from facenet3d.infer.pipeline import crops_to_input
 from onnx_fixtures import aligned_crops, real_photos
 
 from facenet3d.api import FaceReconstructor
@@ -26,7 +27,6 @@ from facenet3d.network import (
 )
 from facenet3d.network.weights import face_model_for
 from facenet3d.onnx import OUTPUT_NAMES
-from infer.pipeline import crops_to_input
 
 #: AFLW2000-3D dev images, evenly spaced over the sorted list (all yaw bins occur).
 N_IMAGES = 16
@@ -119,8 +119,9 @@ def test_from_pretrained_reports_a_broken_weights_file(tmp_path):
 def test_fine_tuning_starts_from_the_named_weights(model, tmp_path):
     """``model.init_weights`` (configs/train/finetune.yaml) puts the saved weights in the module,
     and refuses weights of another architecture."""
+    from facenet3d.train.module import FaceRegressorModule
+
     from facenet3d.errors import WeightsError
-    from train.module import FaceRegressorModule
 
     module = FaceRegressorModule(variant="mobilenetv3", init_weights="fast", image_every_n_steps=0)
     saved = load_regressor("fast", face_model=model).state_dict()

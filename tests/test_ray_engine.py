@@ -1,4 +1,4 @@
-"""``python -m infer --engine ray``: the single-process runtime's results on Ray Data, resumable, safe.
+"""``python -m facenet3d.infer --engine ray``: the single-process runtime's results on Ray Data, resumable, safe.
 
 One local Ray instance with two regressor actors serves the module (starting it and warming its
 workers up is most of the cost). The default suite runs three files (two photos, one broken)
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from facenet3d.infer.__main__ import main as infer_main
+from facenet3d.infer.inputs import expand_path_lists
+from facenet3d.infer.table import FACE_TABLE, FAILURES_TABLE
 from onnx_fixtures import real_photos
 
 from facenet3d.batch import FAILURES_FILE, RESULT_RECORD
-from infer.__main__ import main as infer_main
-from infer.inputs import expand_path_lists
-from infer.table import FACE_TABLE, FAILURES_TABLE
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'facenet3d[ray]')")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -87,7 +87,7 @@ def reference(tiny_graph, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance for the module (the engine uses it rather than starting its own)."""
-    from infer.ray_engine import start_ray
+    from facenet3d.infer.ray_engine import start_ray
 
     assert start_ray(None, WORKERS, threads=1)
     yield ray
@@ -183,8 +183,9 @@ def test_usage_errors(tiny_graph, few_photos, tmp_path, monkeypatch, capsys):
     (no traceback, no minutes of retries)."""
     import sys
 
+    from facenet3d.infer.ray_engine import ClusterUnreachableError, check_reachable
+
     from facenet3d.cli import main as facenet3d_main
-    from infer.ray_engine import ClusterUnreachableError, check_reachable
 
     with pytest.raises(ClusterUnreachableError, match="no Ray cluster answers at 127.0.0.1:1"):
         check_reachable("127.0.0.1:1")
@@ -205,11 +206,12 @@ def test_usage_errors(tiny_graph, few_photos, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_face_table_holds_the_single_process_numbers(local_ray, tiny_graph, photos, reference, tmp_path, capsys):
+    from facenet3d.infer.batch import detect_photo, place_photo, regress_photos
+    from facenet3d.infer.pipeline import RuntimeFaceModel
+    from facenet3d.infer.session import RegressorSession
+    from facenet3d.infer.table import face_rows, read_table
+
     from facenet3d.landmarks.detect import FaceDetector
-    from infer.batch import detect_photo, place_photo, regress_photos
-    from infer.pipeline import RuntimeFaceModel
-    from infer.session import RegressorSession
-    from infer.table import face_rows, read_table
 
     reference = reference(photos)
     out = tmp_path / "out"
@@ -269,9 +271,9 @@ def actor_pids() -> list[int]:
 def test_a_killed_actor_loses_nothing(local_ray, tiny_graph, photos, reference, tmp_path):
     """SIGKILL one regressor actor once the first photos are written: Ray restarts it and retries
     its batch; every photo ends written once, equal to the reference, and no temporary is left."""
-    from infer.pipeline import RuntimeFaceModel
-    from infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray
-    from infer.session import RegressorSession
+    from facenet3d.infer.pipeline import RuntimeFaceModel
+    from facenet3d.infer.ray_engine import RayRunOptions, reconstruct_photos_on_ray
+    from facenet3d.infer.session import RegressorSession
 
     reference = reference(photos)
     out = tmp_path / "out"

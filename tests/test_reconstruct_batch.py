@@ -241,8 +241,7 @@ def test_native_stderr_silenced_restores_fd2(capfd):
 
 def test_overlay_video_is_browser_playable_or_says_why(tmp_path, faces_dir):
     import cv2
-
-    from infer.video import VIDEO_CODECS, _OverlayWriter
+    from facenet3d.infer.video import VIDEO_CODECS, _OverlayWriter
 
     frame = np.array(Image.open(photos(faces_dir, 1)[0]).convert("RGB").resize((160, 120)))
     writer = _OverlayWriter(tmp_path, 10.0)

@@ -1,16 +1,16 @@
-"""Face tracking between video frames (:mod:`infer.tracking`) and the live-camera source."""
+"""Face tracking between video frames (:mod:`facenet3d.infer.tracking`) and the live-camera source."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from facenet3d.infer.tracking import FaceTracker
+from facenet3d.infer.video import camera_source
 from PIL import Image
 
 from facenet3d.errors import CameraError
 from facenet3d.landmarks.align import compose_affine, transform_points
 from facenet3d.landmarks.detect import FaceDetector
-from infer.tracking import FaceTracker
-from infer.video import camera_source
 from tests.onnx_fixtures import real_photos
 
 CROP = 160

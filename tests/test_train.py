@@ -12,13 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import REPO, tiny_face_model_arrays
-
-from facenet3d.decode import crop_camera, decode_face
-from facenet3d.landmarks.align import transform_points, warp_image
-from facenet3d.landmarks.cache import PhotoCache, preprocess
-from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE
-from facenet3d.network import load_regressor, neutral_params
-from train.data import (
+from facenet3d.train.data import (
     AugmentConfig,
     CachedFaceDataset,
     FaceDataModule,
@@ -29,7 +23,13 @@ from train.data import (
     similarity_matrix,
     split_key,
 )
-from train.module import FaceRegressorModule, LossWeights
+from facenet3d.train.module import FaceRegressorModule, LossWeights
+
+from facenet3d.decode import crop_camera, decode_face
+from facenet3d.landmarks.align import transform_points, warp_image
+from facenet3d.landmarks.cache import PhotoCache, preprocess
+from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE
+from facenet3d.network import load_regressor, neutral_params
 
 GEOMETRY_ONLY = AugmentConfig(flip=0.5, scale=0.1, rotate_deg=20.0, translate=0.05, colour=0.0, occluder=0.0,
                               blur=0.0, noise=0.0, jpeg=0.0)
@@ -283,7 +283,7 @@ class _Record(pl.Callback):
 
 
 def _trainer(run: Path, max_steps: int, extra: list) -> pl.Trainer:
-    from train.cli import run_callbacks
+    from facenet3d.train.cli import run_callbacks
 
     return pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -326,8 +326,7 @@ def test_checkpoint_of_another_face_model_is_refused(photo_cache, face_model_fil
 
 def test_cli_fit_then_export(photo_cache, face_model_file, tmp_path):
     import cv2
-
-    from train.cli import main
+    from facenet3d.train.cli import main
 
     run = tmp_path / "smoke"
     main(["fit", "--config", str(REPO / "configs/train/smoke.yaml"), "--model.face_model", str(face_model_file),
@@ -373,7 +372,7 @@ def test_ddp_on_two_cpu_processes(photo_cache, face_model_file, tmp_path):
     run, report = tmp_path / "ddp", tmp_path / "report"
     report.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
-    cmd = [sys.executable, "-m", "train", "fit", "--config", str(REPO / "configs/train/smoke.yaml"),
+    cmd = [sys.executable, "-m", "facenet3d.train", "fit", "--config", str(REPO / "configs/train/smoke.yaml"),
            "--model.face_model", str(face_model_file), "--data.cache", str(photo_cache), "--run_dir", str(run),
            "--trainer.devices", "2", "--trainer.strategy", "ddp", "--model.image_every_n_steps", "0",
            "--trainer.callbacks+=test_train.RankReport", f"--trainer.callbacks.folder={report}"]
@@ -387,8 +386,9 @@ def test_ddp_on_two_cpu_processes(photo_cache, face_model_file, tmp_path):
 
 
 def test_greyscale_photos_are_compared_in_grey():
+    from facenet3d.train.module import LUMA, match_greyscale
+
     from facenet3d.losses import photometric_loss
-    from train.module import LUMA, match_greyscale
 
     g = torch.Generator().manual_seed(0)
     rendered = torch.rand(2, 8, 8, 3, generator=g)
@@ -410,7 +410,7 @@ def test_shipped_recipes_resolve(recipe, variant, steps):
     ``--config`` overrides only what it names."""
     import yaml
 
-    cmd = [sys.executable, "-m", "train", "fit", "--print_config"]
+    cmd = [sys.executable, "-m", "facenet3d.train", "fit", "--print_config"]
     for name in recipe:
         cmd += ["--config", str(REPO / "configs" / "train" / name)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -9,14 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from facenet3d.landmarks.align import transform_points
-from facenet3d.landmarks.cache import PhotoCache, preprocess
-from facenet3d.landmarks.ibug68 import ibug68_from_mediapipe
-from facenet3d.landmarks.mean_face import mean_face
-from facenet3d.landmarks.topology import mesh_triangles
-from train.data import AugmentConfig, CachedFaceDataset, similarity_matrix
-from train.profiling import (
+from facenet3d.train.data import AugmentConfig, CachedFaceDataset, similarity_matrix
+from facenet3d.train.profiling import (
     NUM_LANDMARKS,
     estimate_yaw,
     face_triangle_count,
@@ -26,6 +20,12 @@ from train.profiling import (
     rotate_points,
     source_map,
 )
+
+from facenet3d.landmarks.align import transform_points
+from facenet3d.landmarks.cache import PhotoCache, preprocess
+from facenet3d.landmarks.ibug68 import ibug68_from_mediapipe
+from facenet3d.landmarks.mean_face import mean_face
+from facenet3d.landmarks.topology import mesh_triangles
 
 NOSE_TIP, IMAGE_LEFT_CHEEK, IMAGE_RIGHT_CHEEK = 1, 234, 454
 ONLY_PROFILING = AugmentConfig(flip=0.0, scale=0.0, rotate_deg=0.0, translate=0.0, colour=0.0, occluder=0.0, blur=0.0,
@@ -173,9 +173,10 @@ def test_turned_faces_are_cropped_as_the_pipeline_crops_a_photo(photo_cache, fro
     ``reconstruct`` crops a photographed profile; a view without a face is not turned at all."""
     from dataclasses import replace
 
+    from facenet3d.train.data import turned_view
+
     from facenet3d.landmarks.align import alignment_matrix, compose_affine
     from facenet3d.landmarks.detect import FaceDetector
-    from train.data import turned_view
 
     item, points = frontal
     cache = PhotoCache(photo_cache)
@@ -199,9 +200,10 @@ def test_turned_faces_are_cropped_as_the_pipeline_crops_a_photo(photo_cache, fro
 
 
 def test_turned_error_tells_a_trained_regressor_from_an_untrained_one(photo_cache, tmp_path):
+    from facenet3d.train.turned_error import landmark_errors, main, turning
+
     from facenet3d.network import create_regressor, load_regressor
     from facenet3d.network.weights import face_model_for
-    from train.turned_error import landmark_errors, main, turning
 
     model = face_model_for("default")  # the face model of the shipped regressors
     cache = PhotoCache(photo_cache)

@@ -1,4 +1,4 @@
-"""Regressor v3's training data and losses: labelled crops (:mod:`train.crops`), their augmentation,
+"""Regressor v3's training data and losses: labelled crops (:mod:`facenet3d.train.crops`), their augmentation,
 the labelled landmark terms on the head model, and a few training steps on real labelled photos."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from facenet3d.train.data import AFLW21_MIRROR, AugmentConfig, CachedFaceDataset, mirror_maps
 
 from facenet3d.decode import crop_camera, decode_face, project_embedding
 from facenet3d.landmarks.align import transform_points
 from facenet3d.landmarks.cache import PhotoCache
-from train.data import AFLW21_MIRROR, AugmentConfig, CachedFaceDataset, mirror_maps
 
 #: The standard left/right relabelling of iBUG-68 (jaw, brows, nose, eyes, outer and inner lips).
 IBUG68_FLIP = np.array([16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
@@ -27,10 +27,11 @@ GEOMETRY_ONLY = {"colour": 0.0, "occluder": 0.0, "blur": 0.0, "noise": 0.0, "jpe
 @pytest.fixture(scope="module")
 def crop_cache(shared, tmp_path_factory) -> tuple[Path, Path]:
     """8 AFLW crops and 8 UTKFace photos labelled (teacher, MediaPipe, AFLW's points), then cropped at 96 px."""
+    from facenet3d.train.crops import build_crop_cache
+    from facenet3d.train.label import aflw_labels_by_name, label_folder
+
     from facenet3d.landmarks.detect import FaceDetector
     from facenet3d.teacher import Teacher3DDFA
-    from train.crops import build_crop_cache
-    from train.label import aflw_labels_by_name, label_folder
 
     faces = shared / "data" / "faces"
     photos = tmp_path_factory.mktemp("photos")
@@ -90,8 +91,9 @@ def test_mirror_tables_are_left_right_relabellings():
 
 
 def test_crop_cache_labels_sit_on_the_same_image_content(crop_cache):
+    from facenet3d.train.label import LabelCache
+
     from facenet3d.landmarks.image_io import read_image
-    from train.label import LabelCache
 
     out, labels = crop_cache
     cache = PhotoCache(out)
@@ -180,7 +182,7 @@ def test_aflw_points_far_off_the_teachers_face_are_dropped(crop_cache):
 
 
 def _module(crop: int = 64, **weights):
-    from train.module import FaceRegressorModule, LossWeights
+    from facenet3d.train.module import FaceRegressorModule, LossWeights
 
     module = FaceRegressorModule(face_model="default", variant="tiny", crop_size=crop, render_size=32,
                                  losses=LossWeights(**weights))
@@ -242,7 +244,7 @@ def test_a_few_steps_on_labelled_photos_reduce_the_landmark_loss(crop_cache, hea
 
 
 def test_init_state_carries_a_regressor_across_face_model_rebuilds(head_model, tmp_path):
-    from train.module import FaceRegressorModule
+    from facenet3d.train.module import FaceRegressorModule
 
     torch.manual_seed(0)
     trained = _module(64)

@@ -1,8 +1,8 @@
-"""``python -m train``: see :mod:`train.cli`."""
+"""``python -m facenet3d.train``: see :mod:`facenet3d.train.cli`."""
 
 import sys
 
-from train.cli import main
+from facenet3d.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

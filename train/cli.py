@@ -1,7 +1,7 @@
-"""``python -m train``: the Lightning command line of the regressor's training.
+"""``python -m facenet3d.train``: the Lightning command line of the regressor's training.
 
-    python -m train fit --config configs/train/cpu.yaml              # train, or resume the run
-    python -m train export runs/resnet18/checkpoints/last.ckpt -o weights/regressor.safetensors
+    python -m facenet3d.train fit --config configs/train/cpu.yaml              # train, or resume the run
+    python -m facenet3d.train export runs/resnet18/checkpoints/last.ckpt -o weights/regressor.safetensors
 
 ``fit``/``validate`` are LightningCLI's: every option of the YAML can be overridden on the
 command line (``--trainer.max_steps 100 --data.batch_size 8``). The data module's crop size
@@ -25,11 +25,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from facenet3d.train.data import FaceDataModule
+from facenet3d.train.module import ExportRegressor, FaceRegressorModule, crop_size_of
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
 from pytorch_lightning.cli import LightningCLI
-
-from train.data import FaceDataModule
-from train.module import ExportRegressor, FaceRegressorModule, crop_size_of
 
 
 def run_callbacks(run_dir: str | Path, checkpoint_every_n_steps: int, monitor: str | None = None,
@@ -72,8 +71,8 @@ class FaceTrainingCLI(LightningCLI):
 
 
 def export_main(argv: list[str]) -> int:
-    """``python -m train export CKPT -o OUT``: a training checkpoint -> regressor safetensors."""
-    p = argparse.ArgumentParser(prog="python -m train export",
+    """``python -m facenet3d.train export CKPT -o OUT``: a training checkpoint -> regressor safetensors."""
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train export",
                                 description="Write a training checkpoint's regressor as safetensors.")
     p.add_argument("checkpoint", help="Lightning checkpoint (.ckpt)")
     p.add_argument("-o", "--output", required=True, help="destination .safetensors")

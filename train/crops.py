@@ -1,7 +1,7 @@
-"""``python -m train.crops``: the labelled crop cache of the regressor's training, made once.
+"""``python -m facenet3d.train.crops``: the labelled crop cache of the regressor's training, made once.
 
 Every photo of the shared photo folders is cropped with the product's own alignment
-(:mod:`facenet3d.landmarks.align`) and stored with its labels (:mod:`train.label`'s cache) moved
+(:mod:`facenet3d.landmarks.align`) and stored with its labels (:mod:`facenet3d.train.label`'s cache) moved
 into the crop, in the layout of :class:`~facenet3d.landmarks.cache.PhotoCache` (so the training
 data module reads it as it reads a ``facenet3d preprocess`` cache) with these arrays per item
 (``S`` = crop side):
@@ -28,7 +28,7 @@ teacher's 68 points (:func:`~facenet3d.landmarks.align.box_alignment_matrix`, wh
 does with a face known only by its box).
 
 AFLW's points are stored as ``aflw21.npz`` has them: their half-pixel origin is unknown
-(0.4 % of a 120 px crop, see :func:`train.label.aflw_labels_by_name`).
+(0.4 % of a 120 px crop, see :func:`facenet3d.train.label.aflw_labels_by_name`).
 """
 
 from __future__ import annotations
@@ -125,10 +125,10 @@ def build_crop_cache(photo_dirs: list[str | os.PathLike], label_root: str | os.P
     Returns:
         ``{"added", "failed", "waiting", "items"}`` counts.
     """
+    from facenet3d.train.label import LabelCache
     from tqdm import tqdm
 
     from facenet3d.landmarks.image_io import read_image
-    from train.label import LabelCache
 
     writer = _CacheWriter(Path(out), size, shard_size, specs=label_specs(size))
     done = writer.done | {f["source"] for f in writer.manifest["failures"]}
@@ -160,9 +160,9 @@ def build_crop_cache(photo_dirs: list[str | os.PathLike], label_root: str | os.P
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.crops", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train.crops", description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", nargs="+", required=True, help="photo folders (labelled into --labels)")
-    p.add_argument("--labels", required=True, help="label cache folder of `python -m train.label`")
+    p.add_argument("--labels", required=True, help="label cache folder of `python -m facenet3d.train.label`")
     p.add_argument("--out", required=True, help="crop cache folder (re-runs add the photos not yet cached)")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"crop side, px (default {DEFAULT_SIZE})")
     p.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,

@@ -8,7 +8,7 @@ one resampling and the landmarks must follow facenet3d's pixel-centre-at-+0.5 co
 the sub-pixel (:func:`facenet3d.landmarks.align.warp_image`).
 
 **Large poses** (``augment.profile``): a near-frontal face may instead be turned in depth to a
-large yaw and re-rendered (:mod:`train.profiling`, "face profiling" as 300W-LP was made), its
+large yaw and re-rendered (:mod:`facenet3d.train.profiling`, "face profiling" as 300W-LP was made), its
 landmarks turned with it, and cropped as the pipeline crops a photo. MediaPipe's own landmarks of
 strongly turned faces, which underestimate the yaw, can be kept out of the landmark terms
 (``label_max_yaw``: the sample's ``landmark_weight`` is then 0).
@@ -41,7 +41,7 @@ A sample (all ``torch`` tensors, ``S`` = crop size)::
     aflw21           (21, 2) float32 px         AFLW's human points, NaN where invisible or absent
     aflw21_weight    float32                    1 where the photo has human points, else 0
 
-The last four come from labelled crop caches (:mod:`train.crops`); turned faces (``augment.profile``)
+The last four come from labelled crop caches (:mod:`facenet3d.train.crops`); turned faces (``augment.profile``)
 have no teacher or human points (weights 0: those labels are of the unturned face). Photo caches
 without them give zeros / NaN and weight 0, so both kinds of cache mix in one batch.
 
@@ -67,6 +67,7 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from facenet3d.train.profiling import NUM_LANDMARKS, estimate_yaw, profile_vertices, source_map
 from torch.utils.data import DataLoader, Dataset
 
 from facenet3d.errors import Facenet3DError, NoFaceError
@@ -77,7 +78,6 @@ from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE, ibug68_from_mediap
 from facenet3d.landmarks.mean_face import mirror_indices
 from facenet3d.landmarks.topology import NUM_MESH_VERTICES
 from facenet3d.params import FaceParams
-from train.profiling import NUM_LANDMARKS, estimate_yaw, profile_vertices, source_map
 
 #: AFLW's 21 points after a left/right flip (order of ``aflw21.npz``, see shared/README.md): the point
 #: where landmark ``i`` should be is the old ``AFLW21_MIRROR[i]`` (brows, eyes, ear lobes, nostrils,
@@ -86,7 +86,7 @@ AFLW21_MIRROR = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 
 #: AFLW points beyond this many face sizes outside the teacher's box are not used (another face, mislabelled):
 #: 1,368 points of 175 of the 15,949 AFLW crops.
 AFLW21_MAX_OUTSIDE = 0.5
-#: Indices of ``label_info`` in labelled crop caches (:data:`train.crops.LABEL_INFO`).
+#: Indices of ``label_info`` in labelled crop caches (:data:`facenet3d.train.crops.LABEL_INFO`).
 _TEACHER_CONF, _MP_SCORE, _YAW = 0, 1, 5
 
 
@@ -109,7 +109,7 @@ class AugmentConfig:
         blur: probability of Gaussian or motion blur.
         noise: probability of Gaussian sensor noise.
         jpeg: probability of JPEG re-compression (quality 25-90).
-        profile: probability of turning a near-frontal face in depth (:mod:`train.profiling`) to a
+        profile: probability of turning a near-frontal face in depth (:mod:`facenet3d.train.profiling`) to a
             yaw of ``profile_min_yaw``..``profile_max_yaw`` degrees (same side as it faces).
         profile_source_yaw: only faces within this yaw (degrees; MediaPipe's labels are good
             there) are turned.
@@ -218,7 +218,7 @@ class CachedFaceDataset(Dataset):
         augment: augmentations, or None for none (validation).
         teachers: ``(N, D)`` distillation vectors aligned with ``items`` (NaN: unsupervised), or None.
         label_max_yaw: MediaPipe's landmarks of faces turned farther than this (degrees, by the
-            teacher's pose in labelled crop caches, else by :func:`~train.profiling.estimate_yaw`
+            teacher's pose in labelled crop caches, else by :func:`~facenet3d.train.profiling.estimate_yaw`
             of those landmarks) get ``landmark_weight`` 0:
             beyond ~45 degrees MediaPipe underestimates the yaw, and its labels would teach the
             regressor to do the same (turned near-frontal faces supervise large yaw instead).
@@ -375,7 +375,7 @@ class CachedFaceDataset(Dataset):
 
     def _turned(self, item: dict, points: np.ndarray, yaw: float, m: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """A cached face turned in depth by ``yaw`` degrees (:mod:`train.profiling`), then cropped.
+        """A cached face turned in depth by ``yaw`` degrees (:mod:`facenet3d.train.profiling`), then cropped.
 
         The turned face is re-aligned to the canonical crop before the sample's similarity ``m``,
         the way the pipeline crops a photo (``profile_crop: detector``: from MediaPipe's landmarks
@@ -408,7 +408,8 @@ class CachedFaceDataset(Dataset):
 
 def turned_view(item: dict, source: np.ndarray, turned: np.ndarray, matrix: np.ndarray, size: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render a cache item's crop and skin mask with its face turned (:func:`~train.profiling.profile_vertices`).
+    """Render a cache item's crop and skin mask with its face turned
+    (:func:`~facenet3d.train.profiling.profile_vertices`).
 
     Args:
         item: the cache item (``crop``, ``skin_mask``).

@@ -1,4 +1,4 @@
-"""``python -m train.label --photos DIR... --out CACHE``: label every training photo once.
+"""``python -m facenet3d.train.label --photos DIR... --out CACHE``: label every training photo once.
 
 For each photo of each photo folder: the 3DDFA_V2 teacher's 68 3D landmarks and pose, MediaPipe's
 478 points, and (AFLW crops only) AFLW's human 21 points, each with a per-photo confidence.
@@ -204,7 +204,7 @@ def label_folder(root: str | os.PathLike, out_dir: str | os.PathLike, teacher, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.label", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train.label", description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", nargs="+", required=True, help="photo folders (one label folder each)")
     p.add_argument("--out", required=True, help="label cache folder")
     shared = Path(os.environ.get("FACENET3D_SHARED", Path(__file__).resolve().parents[2] / "shared"))

@@ -18,7 +18,7 @@ Per face, the loss is a weighted sum (weights in :class:`LossWeights`):
 - **distillation** (optional): the teacher's (e.g. ``refine``'s) projected landmarks, moved by
   the sample's augmentation warp, and its identity/expression/albedo coefficients (not on
   flipped samples, whose mirrored face has other coefficients).
-- **labelled landmarks** (labelled crop caches, :mod:`train.crops`): the 3DDFA_V2 teacher's 68
+- **labelled landmarks** (labelled crop caches, :mod:`facenet3d.train.crops`): the 3DDFA_V2 teacher's 68
   points against the model's ``ibug68_3ddfa`` embedding (AFLW2000-3D's convention), weighted by
   the teacher's confidence, and AFLW's human 21 points (visible ones) against its ``aflw21``
   embedding; same units as the landmark terms.
@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from facenet3d.train.data import mirror_maps
+from facenet3d.train.materials import uv_spaces, vertex_spaces
 
 from facenet3d.decode import DecodedFace, crop_camera, decode_face, project_embedding
 from facenet3d.errors import WeightsError
@@ -50,8 +52,6 @@ from facenet3d.network.weights import face_model_for
 from facenet3d.params import FaceParams
 from facenet3d.render import Renderer, use_backend
 from facenet3d.render.color import linear_to_srgb
-from train.data import mirror_maps
-from train.materials import uv_spaces, vertex_spaces
 
 
 @dataclass
@@ -174,7 +174,7 @@ class FaceRegressorModule(pl.LightningModule):
         photometric_ramp: steps over which its weight grows linearly to ``losses.photometric``.
         antialias: antialiased renders (silhouette gradients; slower).
         albedo_sampling: ``"vertex"``: render the albedo (and specular) spaces sampled at the
-            vertices (:mod:`train.materials`; cheaper on CPU); ``"uv"``: texture-map them.
+            vertices (:mod:`facenet3d.train.materials`; cheaper on CPU); ``"uv"``: texture-map them.
         regulariser_size: side of the UV maps the albedo symmetry and flatness are measured on.
         channels_last: run the backbone in channels-last memory format (about 15 % faster
             convolutions on CPU; the weights are the same).
@@ -298,7 +298,7 @@ class FaceRegressorModule(pl.LightningModule):
 
         Args:
             params: predicted parameters of the batch.
-            batch: a collated batch of :class:`~train.data.CachedFaceDataset` samples.
+            batch: a collated batch of :class:`~facenet3d.train.data.CachedFaceDataset` samples.
             photometric_weight: weight of the photometric term now (0 skips the render).
             render: render even when the photometric weight is 0 (image grids, validation).
         """

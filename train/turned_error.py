@@ -1,11 +1,11 @@
 """How close a regressor comes to its own kind of labels on held-out photos, as they are and turned.
 
-    python -m train.turned_error --cache ../cache/faces224 --weights default
+    python -m facenet3d.train.turned_error --cache ../cache/faces224 --weights default
 
-The photos are the training caches' validation split (:class:`~train.data.FaceDataModule`'s
+The photos are the training caches' validation split (:class:`~facenet3d.train.data.FaceDataModule`'s
 stable hash split, ``--val-fraction`` as in training). Each is scored twice: as it is, against
 MediaPipe's 68 points, and turned in depth to ``--min-yaw``..``--max-yaw`` degrees by the
-training's profiling augmentation (:mod:`train.profiling`), against MediaPipe's points of the
+training's profiling augmentation (:mod:`facenet3d.train.profiling`), against MediaPipe's points of the
 frontal photo turned along (photos MediaPipe sees beyond 30 degrees, or whose turned render the
 detector misses, are not turned and not counted there). Errors are normalised as AFLW2000-3D's NME
 (mean point distance over ``sqrt(w h)`` of the labels' box), over all 68 points, the 51 inner and
@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import torch
+from facenet3d.train.data import AugmentConfig, CachedFaceDataset, FaceDataModule
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -30,7 +31,6 @@ from facenet3d.facemodel import MorphableModel
 from facenet3d.landmarks.ibug68 import IBUG68_INNER, IBUG68_REGIONS
 from facenet3d.network import FaceRegressor, load_regressor
 from facenet3d.network.weights import face_model_for
-from train.data import AugmentConfig, CachedFaceDataset, FaceDataModule
 
 #: The point sets scored: all 68, the 51 inner ones, the 17 jaw-contour points.
 POINT_SETS = {"all": slice(0, 68), "inner": IBUG68_INNER, "jaw": IBUG68_REGIONS["jaw"]}
@@ -77,7 +77,7 @@ def landmark_errors(regressor: FaceRegressor, model: MorphableModel, dataset: Ca
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.turned_error", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m facenet3d.train.turned_error", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", nargs="+", required=True, help="photo cache folder(s) of the training")
     ap.add_argument("--weights", default="default", help="regressor weights: a shipped name or a path")
     ap.add_argument("--model", default="default", help="the face model the weights belong to")

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "dynamic batch) to the parameters, the vertices (mm, camera space), the 68 landmarks "
                     "(crop px) and the per-vertex albedo; outputs: " + ", ".join(OUTPUT_NAMES) +
                     ". Metadata (face model, crop size, normalisation, version) is stored in the file. "
-                    "Run it without PyTorch: python -m infer PHOTOS -o OUT --onnx FILE.")
+                    "Run it without PyTorch: python -m facenet3d.infer PHOTOS -o OUT --onnx FILE.")
     p.add_argument("-o", "--output", required=True, help="destination .onnx file")
     p.add_argument("--weights", default="default", help="regressor weights: a shipped name (default) or a "
                                                         ".safetensors path (default: default)")

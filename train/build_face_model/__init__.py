@@ -1,1 +1,1 @@
-"""The face-model builder: the open default face model from photos (``python -m train.build_face_model``)."""
+"""The face-model builder: the open default face model from photos (``python -m facenet3d.train.build_face_model``)."""

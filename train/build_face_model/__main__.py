@@ -1,5 +1,5 @@
 import sys
 
-from train.build_face_model.build import main
+from facenet3d.train.build_face_model.build import main
 
 sys.exit(main())

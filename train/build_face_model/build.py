@@ -1,6 +1,6 @@
 """Build the open default face model from photos (geometry, render mesh, albedo) and its report.
 
-``python -m train.build_face_model --photos DIR... -o weights/facenet3d_face_v1.npz``
+``python -m facenet3d.train.build_face_model --photos DIR... -o weights/facenet3d_face_v1.npz``
 
 The photos are preprocessed once into a photo cache (``facenet3d preprocess``); the build is
 deterministic for a given cache and ``--seed``. Held out for the report: a fraction of the
@@ -18,6 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from facenet3d.train.build_face_model import albedo as alb
+from facenet3d.train.build_face_model import geometry as geo
+from facenet3d.train.build_face_model import separation as sep
+from facenet3d.train.build_face_model.mesh import RenderMesh, build_render_mesh
+from facenet3d.train.build_face_model.renders import write_model_card_images
 from tqdm import tqdm
 
 from facenet3d.export import write_json
@@ -27,11 +32,6 @@ from facenet3d.landmarks.cache import PhotoCache, preprocess
 from facenet3d.landmarks.mean_face import generalized_procrustes
 from facenet3d.refine.priors import SKIN_F0, SKIN_ROUGHNESS
 from facenet3d.render.uv import UVRaster
-from train.build_face_model import albedo as alb
-from train.build_face_model import geometry as geo
-from train.build_face_model import separation as sep
-from train.build_face_model.mesh import RenderMesh, build_render_mesh
-from train.build_face_model.renders import write_model_card_images
 
 RACE_NAMES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
 
@@ -348,7 +348,7 @@ def build(cfg: BuildConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.build_face_model", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train.build_face_model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", nargs="+", required=True, help="folders or files of face photos")
     p.add_argument("-o", "--output", type=Path, required=True, help="model .npz to write")

@@ -1,9 +1,9 @@
 """Assemble the default head model: ICT-FaceKit geometry, landmark embeddings, our albedo space,
 regional specular/roughness priors; write it with its report and model-card renders.
 
-``python -m train.build_face_model.build_head --ict DIR --albedo ALBEDO.npz -o weights/facenet3d_head_v2.npz``
+``python -m facenet3d.train.build_face_model.build_head --ict DIR --albedo ALBEDO.npz -o weights/facenet3d_head_v2.npz``
 
-``--albedo`` is the output of :mod:`train.build_face_model.head_albedo` (built from the shared
+``--albedo`` is the output of :mod:`facenet3d.train.build_face_model.head_albedo` (built from the shared
 photos); without it the model has no albedo space. Deterministic for the same inputs and thread
 count (the registrations' floating-point sums depend on BLAS threading in the last bits).
 """
@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from facenet3d.train.build_face_model.head_reflectance import reflectance_maps
+from facenet3d.train.build_face_model.ict_head import ATLAS_SIZE, head_geometry, with_embeddings
 
 from facenet3d.facemodel import FaceModelArrays, load_native, read_face_model_arrays, save_face_model
-from train.build_face_model.head_reflectance import reflectance_maps
-from train.build_face_model.ict_head import ATLAS_SIZE, head_geometry, with_embeddings
 
 
 def default_shared() -> Path:
@@ -30,8 +30,9 @@ def default_shared() -> Path:
 
 def assemble(ict_dir: str | Path, shared: str | Path, albedo: dict[str, np.ndarray] | None) -> FaceModelArrays:
     """The head model's arrays (see the module docstring)."""
+    from facenet3d.train.build_face_model.ict_landmarks import ict_landmark_embeddings
+
     from facenet3d.facemodel.loaders.ict import read_ict_arrays
-    from train.build_face_model.ict_landmarks import ict_landmark_embeddings
 
     arrays = head_geometry(ict_dir)
     arrays = with_embeddings(arrays, ict_landmark_embeddings(read_ict_arrays(ict_dir), Path(shared)))
@@ -54,7 +55,7 @@ def assemble(ict_dir: str | Path, shared: str | Path, albedo: dict[str, np.ndarr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.build_face_model.build_head", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train.build_face_model.build_head", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ict", required=True, help="ICT-FaceKit folder (holding FaceXModel/)")
     p.add_argument("--shared", default=str(default_shared()), help="the shared data folder (conventions)")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.time() - start, 1)}
     Path(out).with_suffix(".report.json").write_text(json.dumps(report, indent=1))
     if a.card:
-        from train.build_face_model.renders import write_model_card_images
+        from facenet3d.train.build_face_model.renders import write_model_card_images
 
         write_model_card_images(load_native(out), a.card)
     print(json.dumps(report, indent=1))

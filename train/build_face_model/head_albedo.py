@@ -1,6 +1,6 @@
 """The de-lit diffuse albedo space of the head model (ICT-FaceKit geometry), from the shared photos.
 
-``OMP_NUM_THREADS=1 python -m train.build_face_model.head_albedo --ict DIR --cache CACHE --shared SHARED
+``OMP_NUM_THREADS=1 python -m facenet3d.train.build_face_model.head_albedo --ict DIR --cache CACHE --shared SHARED
 [--photos DIR...] -o head_albedo.npz`` (one thread; about 10 minutes for ~1,800 photos).
 
 For every photo of the photo cache (aligned crop + MediaPipe's 478 points in crop pixels, with
@@ -57,6 +57,9 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 import torch
+from facenet3d.train.build_face_model import albedo as alb
+from facenet3d.train.build_face_model.build import RACE_NAMES, _is_grey
+from facenet3d.train.build_face_model.ict_head import atlas_mirror
 from scipy.sparse.linalg import splu
 from tqdm import tqdm
 
@@ -67,9 +70,6 @@ from facenet3d.geometry import vertex_normals
 from facenet3d.landmarks.cache import PhotoCache
 from facenet3d.landmarks.ibug68 import IBUG68_FROM_MEDIAPIPE, IBUG68_INNER
 from facenet3d.render.uv import UVRaster
-from train.build_face_model import albedo as alb
-from train.build_face_model.build import RACE_NAMES, _is_grey
-from train.build_face_model.ict_head import atlas_mirror
 
 #: Photo groups of the statistics besides UTKFace's race groups (by their folder name).
 EXTRA_GROUPS = ("lfw-expressions",)
@@ -560,7 +560,7 @@ def build_head_albedo(arrays: FaceModelArrays, cache: PhotoCache | str | Path, s
     """The head's albedo space from a photo cache (see the module docstring).
 
     Args:
-        arrays: the head (:func:`~train.build_face_model.ict_head.head_geometry`, optionally with
+        arrays: the head (:func:`~facenet3d.train.build_face_model.ict_head.head_geometry`, optionally with
             landmark embeddings).
         cache: the photo cache (``facenet3d preprocess``) or its folder.
         seed: photo selection and PCA seed.
@@ -709,12 +709,13 @@ def build_head_albedo(arrays: FaceModelArrays, cache: PhotoCache | str | Path, s
 def load_head(ict_dir: str | Path, shared: str | Path | None = None) -> FaceModelArrays:
     """The head geometry, with ``ict_landmarks``' embeddings when that module provides them (else
     the fit falls back to the 68 iBUG points)."""
-    from train.build_face_model.ict_head import head_geometry, with_embeddings
+    from facenet3d.train.build_face_model.ict_head import head_geometry, with_embeddings
 
     arrays = head_geometry(ict_dir)
     try:
+        from facenet3d.train.build_face_model.ict_landmarks import ict_landmark_embeddings
+
         from facenet3d.facemodel.loaders.ict import read_ict_arrays
-        from train.build_face_model.ict_landmarks import ict_landmark_embeddings
     except ImportError:
         return arrays
     if shared is None:
@@ -723,7 +724,7 @@ def load_head(ict_dir: str | Path, shared: str | Path | None = None) -> FaceMode
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.build_face_model.head_albedo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train.build_face_model.head_albedo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ict", required=True, help="ICT-FaceKit folder (holding FaceXModel/)")
     p.add_argument("--cache", required=True, type=Path, help="photo cache folder")

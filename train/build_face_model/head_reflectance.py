@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from facenet3d.train.build_face_model.albedo import dilate_into_background
 
 from facenet3d.facemodel import FaceModelArrays
 from facenet3d.facemodel.model import MorphableModel
@@ -22,7 +23,6 @@ from facenet3d.refine.priors import (
     uv_region_weights,
 )
 from facenet3d.render.uv import UVRaster
-from train.build_face_model.albedo import dilate_into_background
 
 
 def reflectance_maps(arrays: FaceModelArrays, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """The default head model's geometry from ICT-FaceKit Light's original files.
 
-``python -m train.build_face_model.ict_head --ict DIR --shared SHARED -o weights/facenet3d_head_v2.npz``
+``python -m facenet3d.train.build_face_model.ict_head --ict DIR --shared SHARED -o weights/facenet3d_head_v2.npz``
 
 What the converter keeps of ICT-FaceKit (``facenet3d.facemodel.loaders.ict`` reads the files):
 

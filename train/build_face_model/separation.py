@@ -10,7 +10,7 @@ scored on, so it is optimistic: no basis built from other photos can be expected
 When even this bound is large, the limit is the data (the within-person scatter of MediaPipe's
 meshes), not the builder.
 
-``python -m train.build_face_model.separation --cache CACHE`` prints both as JSON.
+``python -m facenet3d.train.build_face_model.separation --cache CACHE`` prints both as JSON.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from train.build_face_model import geometry as geo
+from facenet3d.train.build_face_model import geometry as geo
 
 
 def attribution(vectors: np.ndarray, identity: np.ndarray, expression: np.ndarray) -> float:
@@ -130,10 +129,11 @@ def separation_bound(meshes: np.ndarray, identity_ids: np.ndarray, is_neutral: n
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facenet3d.landmarks.cache import PhotoCache
-    from train.build_face_model.build import BuildConfig, GeometryMeshes, PhotoSet, build_geometry
+    from facenet3d.train.build_face_model.build import BuildConfig, GeometryMeshes, PhotoSet, build_geometry
 
-    p = argparse.ArgumentParser(prog="python -m train.build_face_model.separation", description=__doc__,
+    from facenet3d.landmarks.cache import PhotoCache
+
+    p = argparse.ArgumentParser(prog="python -m facenet3d.train.build_face_model.separation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", type=Path, required=True, help="the build's photo cache")
     p.add_argument("--seed", type=int, default=0, help="the build's seed (it picks the held-out people)")
