@@ -224,6 +224,38 @@ def test_label_terms_vanish_at_the_truth_and_grow_when_perturbed(head_model):
     assert float(terms["aflw21"]) == 0.0 and float(terms["teacher68"]) == 0.0
 
 
+def test_blendshape_weights_at_their_bound_still_learn_from_the_landmarks(head_model):
+    """The neutral start puts every ARKit weight on its lower bound (0): the landmark terms must still
+    move them (a plain clamp's gradient is zero there, which froze the expressions of a whole run)."""
+    from facenet3d.network import neutral_params
+
+    s = 64
+    module = _module(s, landmarks68=0.0, landmarks_dense=1.0, teacher68=1.0, aflw21=0.0, expression_bounds=1.0)
+    truth = neutral_params(head_model, s)
+    truth.expression[0, head_model.expression_names.index("jawOpen")] = 0.8
+    camera = crop_camera(s)
+    decoded = decode_face(head_model, truth, camera)
+    batch = {"teacher68": project_embedding(head_model, decoded.vertices_camera, camera, "ibug68_3ddfa"),
+             "teacher_weight": torch.ones(1), "landmarks68": decoded.landmarks68,
+             "landmarks_dense": decoded.landmarks_dense, "landmark_weight": torch.ones(1),
+             "has_teacher": torch.zeros(1, dtype=torch.bool)}
+    start = neutral_params(head_model, s)
+    start.expression.requires_grad_(True)
+    loss, terms, _ = module.compute_losses(start, batch, 0.0)
+    (grad,) = torch.autograd.grad(loss, start.expression)
+    jaw = head_model.expression_names.index("jawOpen")
+    assert float(grad[0, jaw]) < 0  # descending opens the jaw
+    assert float(grad.abs().max()) == pytest.approx(float(grad[0, jaw].abs()), rel=0.5)
+    # Beyond the bound the forward pass is clamped and the penalty pulls the raw value back.
+    start2 = neutral_params(head_model, s)
+    start2.expression[0, jaw] = -0.5
+    start2.expression.requires_grad_(True)
+    _, terms2, _ = module.compute_losses(start2, batch, 0.0)
+    assert float(terms2["teacher68"]) == pytest.approx(float(terms["teacher68"]), rel=1e-5)
+    (grad2,) = torch.autograd.grad(terms2["expression_bounds"], start2.expression)
+    assert float(grad2[0, jaw]) < 0
+
+
 def test_a_few_steps_on_labelled_photos_reduce_the_landmark_loss(crop_cache, head_model):
     torch.manual_seed(0)
     cache = PhotoCache(crop_cache[0])

@@ -315,7 +315,7 @@ class FaceRegressorModule(pl.LightningModule):
         bounds = model.expression_bounds
         if bounds is not None:
             add("expression_bounds", bounds_penalty(params.expression, bounds), w.expression_bounds)
-            params = replace(params, expression=params.expression.clamp(*bounds))
+            params = replace(params, expression=clamp_straight_through(params.expression, bounds))
         decoded = decode_face(model, params, camera)
         extras: dict = {"decoded": decoded, "lm_pred": decoded.landmarks68, "lm_target": batch["landmarks68"]}
         names = model.landmark_embedding_names
@@ -612,6 +612,14 @@ def bounds_penalty(coefficients: torch.Tensor, bounds: tuple[float, float]) -> t
     low, high = bounds
     excess = (low - coefficients).clamp_min(0.0) + (coefficients - high).clamp_min(0.0)
     return excess.pow(2).mean(1)
+
+
+def clamp_straight_through(coefficients: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    """Coefficients clamped into ``(low, high)`` in the forward pass, their gradient passed through
+    unchanged. A plain clamp's gradient is zero outside the bounds *and on them*: blendshape weights
+    start at the lower bound 0 (the neutral face), so they would never receive a gradient from the
+    landmarks; :func:`bounds_penalty` brings the raw values back inside."""
+    return coefficients + (coefficients.clamp(*bounds) - coefficients).detach()
 
 
 def _visible(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
