@@ -48,7 +48,7 @@ def synthetic_target(model, params: FaceParams, size: int = 224) -> FitTarget:
     lm478[:, 468:, :2] = dec.landmarks_dense[:, :10]  # iris points are unused by the fit
     with torch.no_grad():
         renderer = Renderer.from_model(model)
-        out, _ = render_params(model, renderer, params, size)
+        out = render_params(model, renderer, params, size)
     image = linear_to_srgb(out.image) * out.mask + 0.3 * (1 - out.mask)
     skin = torch.ones(b, size, size)
     return FitTarget(image.detach(), lm478, dec.landmarks68.detach(), skin)
@@ -130,10 +130,10 @@ def test_photometric_stage_lowers_error_and_recovers_light_direction(model, rend
     cfg = PhotometricStageConfig(iterations=40, resolution=112)
     scaled = ScaledTarget.from_target(target, cfg.resolution)
     with torch.no_grad():
-        before = photometric_error(render_params(model, renderer, start, 112)[0], scaled, cfg.robust_scale)
+        before = photometric_error(render_params(model, renderer, start, 112), scaled, cfg.robust_scale)
     fitted = fit_photometric(model, target, cfg, start, renderer=renderer)
     with torch.no_grad():
-        after = photometric_error(render_params(model, renderer, fitted, 112)[0], scaled, cfg.robust_scale)
+        after = photometric_error(render_params(model, renderer, fitted, 112), scaled, cfg.robust_scale)
     assert (after < 0.5 * before).all(), (before, after)
     # Band-1 SH (direction of the light) points the same way as the truth's.
     cos = torch.nn.functional.cosine_similarity(fitted.sh[:, 1:4].mean(-1), truth.sh[:, 1:4].mean(-1), dim=-1)
@@ -146,7 +146,7 @@ def test_maps_stage_valid_ranges_and_better_fit(model, renderer):
     start = truth.index(0).clone()
     start.albedo.zero_()  # the maps must recover what the statistical albedo misses
     cfg = MapStageConfig(iterations=25, resolution=112)
-    maps = fit_maps(model, target, cfg, start, renderer=renderer)
+    maps = fit_maps(model, target, cfg, start)
     assert maps.albedo.min() >= 0 and maps.albedo.max() <= 1
     assert maps.specular.min() >= 0 and maps.specular.max() <= 0.08
     assert maps.roughness.min() >= 0.1 and maps.roughness.max() <= 1
@@ -155,9 +155,9 @@ def test_maps_stage_valid_ranges_and_better_fit(model, renderer):
     scaled = ScaledTarget.from_target(target, 112)
     pixel = Renderer.from_model(model, shading="pixel")
     with torch.no_grad():
-        base = photometric_error(render_params(model, pixel, start, 112)[0], scaled, cfg.robust_scale)
+        base = photometric_error(render_params(model, pixel, start, 112), scaled, cfg.robust_scale)
         refined = photometric_error(render_params(model, pixel, start, 112, albedo_map=maps.albedo,
-                                                  specular_map=maps.specular, roughness_map=maps.roughness)[0],
+                                                  specular_map=maps.specular, roughness_map=maps.roughness),
                                     scaled, cfg.robust_scale)
     assert refined < 0.8 * base
 
@@ -191,7 +191,7 @@ def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):
     def err(params, maps=None):
         kw = {} if maps is None else {"albedo_map": maps.albedo}
         with torch.no_grad():
-            return photometric_error(render_params(model, renderer, params, 160, **kw)[0], scaled, 0.15)
+            return photometric_error(render_params(model, renderer, params, 160, **kw), scaled, 0.15)
 
     mean = initial_lighting(model, target, initial_params(model, target))
     cfg = load_refine_config("fast")

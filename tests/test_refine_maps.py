@@ -84,7 +84,7 @@ def texels_of_pixels(model, params, pixels: torch.Tensor, size: int, resolution:
     """``(T, T)`` bool: texels seen by the given ``(1, R, R)`` pixels of the face's render."""
     renderer = Renderer.from_model(model)
     with torch.no_grad():
-        out, _ = render_params(model, renderer, params, resolution)
+        out = render_params(model, renderer, params, resolution)
         uv = interpolate(renderer.uvs, out.rast, renderer.uv_triangles)[0]
     sel = (pixels[0] > 0.5) & (out.mask[0, ..., 0] > 0)
     col = (uv[..., 0][sel] * size).long().clamp(0, size - 1)

@@ -29,6 +29,19 @@ def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.permute(0, 2, 3, 1).reshape(*lead, h, w, maps.shape[-1])
 
 
+def downsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(..., H, W, C)`` maps -> ``(..., h, w, C)``, each texel the mean of the texels it covers (area)."""
+    import torch.nn.functional as F
+
+    h, w = int(size[0]), int(size[1])
+    if tuple(maps.shape[-3:-1]) == (h, w):
+        return maps
+    lead = maps.shape[:-3]
+    flat = maps.reshape(-1, *maps.shape[-3:]).permute(0, 3, 1, 2)
+    out = F.interpolate(flat, size=(h, w), mode="area")
+    return out.permute(0, 2, 3, 1).reshape(*lead, h, w, maps.shape[-1])
+
+
 def upsample_maps_np(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """numpy twin of :func:`upsample_maps` for ``(h, w, C)`` maps (the torch-free runtime)."""
     import cv2

@@ -27,6 +27,7 @@ from facenet3d.params import FaceParams
 from facenet3d.refine.config import PhotometricStageConfig
 from facenet3d.refine.optim import minimise
 from facenet3d.refine.target import FitTarget
+from facenet3d.refine.visible_part import VisiblePart
 from facenet3d.render import Renderer, RenderOutput
 from facenet3d.render.color import linear_to_srgb, srgb_to_linear
 from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
@@ -87,36 +88,40 @@ class ScaledTarget:
 
 def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams, size: int,
                   albedo_map: torch.Tensor | None = None, specular_map: torch.Tensor | None = None,
-                  roughness_map: torch.Tensor | None = None, vertex_offsets: torch.Tensor | None = None
-                  ) -> tuple[RenderOutput, torch.Tensor]:
-    """Render faces into their ``size`` crop.
+                  roughness_map: torch.Tensor | None = None, vertex_offsets: torch.Tensor | None = None,
+                  map_size: int | None = None, part: VisiblePart | None = None) -> RenderOutput:
+    """Render faces into their ``size`` crop (linear RGB).
 
     Args:
         model: the face model.
-        renderer: a renderer for the model's topology.
+        renderer: a renderer for the model's topology (for ``part``'s, when given).
         params: the faces.
         size: crop size in pixels.
         albedo_map, specular_map, roughness_map: per-face maps overriding the model's
             statistical ones (stage C).
-        vertex_offsets: ``(B, V, 3)`` mm added to the model-frame vertices (displacement).
-
-    Returns:
-        ``(render output (linear RGB), landmarks68 px)``.
+        vertex_offsets: ``(B, V, 3)`` mm added to the model-frame vertices (displacement; ``V``
+            the part's vertices when a part is given).
+        map_size: texels across the model's own UV maps when they are rendered (default: their
+            size; see :meth:`~facenet3d.facemodel.MorphableModel.albedo`).
+        part: render only this part of the mesh (:class:`VisiblePart`); None: the whole mesh.
     """
     camera = crop_camera(size, device=params.identity.device)
-    verts = model.decode(identity=params.identity, expression=params.expression)
+    verts = model.decode(identity=params.identity, expression=params.expression) if part is None \
+        else part.decode(model, params)
     if vertex_offsets is not None:
         verts = verts + vertex_offsets
     cam_verts = apply_pose(verts, rotation_6d_to_matrix(params.rotation), params.translation)
-    albedo = albedo_map if albedo_map is not None else model.albedo(params.albedo)
+    albedo = albedo_map if albedo_map is not None else model.albedo(params.albedo, size=map_size)
+    if albedo.ndim == 3 and part is not None:  # per-vertex albedo
+        albedo = albedo[:, part.vertices]
     specular = specular_map
     if specular is None and model.specular_mean is not None:
-        specular = model.specular() * params.specular[:, :, None, None] if model.albedo_space == "uv" \
-            else model.specular() * params.specular[:, :, None]
+        specular = model.specular(size=map_size) * params.specular[:, :, None, None] if model.albedo_space == "uv" \
+            else (model.specular() * params.specular[:, :, None])
+        if specular.ndim == 3 and part is not None:
+            specular = specular[:, part.vertices]
     roughness = roughness_map if roughness_map is not None else params.roughness
-    out = renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
-    lm = camera.camera_to_pixel(cam_verts[:, model.landmarks68.clamp_min(0)])
-    return out, lm
+    return renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
 
 
 def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarget) -> torch.Tensor:
@@ -154,11 +159,13 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
                     start: FaceParams, renderer: Renderer | None = None, progress=None,
                     fixed: Collection[str] = ()) -> FaceParams:
     """Run stage B from ``start`` (stage A's result or the regressor's); the parameters named in
-    ``fixed`` (e.g. ``("identity",)``) keep their start values."""
+    ``fixed`` (e.g. ``("identity",)``) keep their start values. The part of the mesh the crop shows
+    is rendered (:class:`VisiblePart`), with ``renderer``'s shading mode when one is given."""
     if model.albedo_space == "none":
         raise ValueError("photometric refinement needs a face model with an albedo space")
-    renderer = renderer or Renderer.from_model(model)
     scaled = ScaledTarget.from_target(target, config.resolution)
+    part = VisiblePart.of(model, start, scaled.size)
+    renderer = part.renderer(model, renderer.shading if renderer is not None else "vertex")
     grey = greyscale_faces(target.image)
     names = ("identity", "expression", "albedo", "rotation", "translation", "sh", "specular", "roughness")
     # Translation in decimetres and SH in units of the ambient term keep step sizes comparable.
@@ -173,7 +180,7 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
 
     def loss_fn() -> torch.Tensor:
         params = current()
-        out, _ = render_params(model, renderer, params, scaled.size)
+        out = render_params(model, renderer, params, scaled.size, map_size=config.map_size or None, part=part)
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey)
         loss = loss + config.landmark_weight * landmark_terms(model, params, scaled)
         return loss + config.identity_prior * coefficient_prior(params.identity) \
