@@ -31,6 +31,7 @@ from facenet3d.refine.visible_part import VisiblePart
 from facenet3d.render import Renderer, RenderOutput
 from facenet3d.render.color import linear_to_srgb, srgb_to_linear
 from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
+from facenet3d.render.shading import IRRADIANCE_FACTORS, sh_basis
 
 #: Rec. 601 luma weights of sRGB-encoded values: what PIL's ``convert("L")`` and most tools use
 #: to make a greyscale photo.
@@ -167,6 +168,8 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
     part = VisiblePart.of(model, start, scaled.size)
     renderer = part.renderer(model, renderer.shading if renderer is not None else "vertex")
     grey = greyscale_faces(target.image)
+    if "sh" not in fixed:
+        start = solve_lighting(model, renderer, part, start, scaled, config.map_size or None)
     names = ("identity", "expression", "albedo", "rotation", "translation", "sh", "specular", "roughness")
     # Translation in decimetres and SH in units of the ambient term keep step sizes comparable.
     scales = {"translation": 100.0, "sh": 3.5449}
@@ -191,6 +194,45 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
     minimise([t for n, t in leaves.items() if n not in fixed], loss_fn, config.iterations, config.lr, progress,
              project=lambda: model.clamp_expression_(leaves["expression"]))
     return current().detach()
+
+
+@torch.no_grad()
+def solve_lighting(model: MorphableModel, renderer: Renderer, part: VisiblePart | None, params: FaceParams,
+                   target: ScaledTarget, map_size: int | None = None, ridge: float = 1e-3) -> FaceParams:
+    """``params`` with the SH light that best explains the photo's skin given their geometry and albedo.
+
+    The diffuse radiance is linear in the SH coefficients (``albedo * sum_k A_k Y_k(n) c_k``), so
+    the light is a ridge-regularised least-squares fit per channel on the skin pixels the render
+    covers, in linear RGB, with the current light as the prior: a warm start that leaves the
+    optimisation to refine geometry and albedo rather than to find the light step by step.
+
+    Args:
+        model: the face model.
+        renderer: a renderer of ``part`` (of the whole model when ``part`` is None).
+        part: the rendered part of the mesh, or None.
+        params: the faces; their light is the prior.
+        target: the photos at the render size.
+        map_size: the size the model's UV maps are rendered at (see :func:`render_params`).
+        ridge: weight of the prior, relative to the mean diagonal of the normal equations.
+    """
+    out = render_params(model, renderer, params, target.size, map_size=map_size, part=part)
+    mask = (target.skin > 0.5) & (out.mask[..., 0] > 0.5)
+    basis = sh_basis(out.normals) * out.normals.new_tensor(IRRADIANCE_FACTORS)  # (B, R, R, 9)
+    photo = srgb_to_linear(target.image)
+    sh = params.sh.clone()
+    for i in range(sh.shape[0]):
+        if int(mask[i].sum()) < 50:
+            continue
+        y, albedo, value = basis[i][mask[i]], out.albedo[i][mask[i]], photo[i][mask[i]]  # (N, 9), (N, 3), (N, 3)
+        for c in range(3):
+            a = y * albedo[:, c:c + 1]
+            normal = a.t() @ a
+            lam = ridge * normal.diagonal().mean().clamp_min(1e-12)
+            rhs = a.t() @ value[:, c] + lam * sh[i, :, c]
+            sh[i, :, c] = torch.linalg.solve(normal + lam * torch.eye(9, dtype=a.dtype, device=a.device), rhs)
+    out_params = params.clone()
+    out_params.sh = sh
+    return out_params
 
 
 def initial_lighting(model: MorphableModel, target: FitTarget, params: FaceParams) -> FaceParams:
