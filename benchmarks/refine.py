@@ -25,8 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# As facenet3d does on import: OpenMP threads that spin while waiting slow PyTorch down several
+# times on a busy machine. It must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

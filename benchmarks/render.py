@@ -29,7 +29,11 @@ import os
 import sys
 from pathlib import Path
 
-import torch
+# As facenet3d does on import: OpenMP threads that spin while waiting slow PyTorch down several
+# times on a busy machine. It must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

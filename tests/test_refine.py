@@ -200,3 +200,40 @@ def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):
     ab = refine(model, target, cfg, renderer=renderer)
     e_mean, e_a, e_ab = err(mean), err(a_lit), err(ab.params)
     assert (e_ab < e_a).all() and (e_a <= e_mean * 1.05).all(), (e_mean, e_a, e_ab)
+
+
+def test_visible_part_renders_the_face_as_the_whole_mesh(model):
+    """The part of the head a crop shows, with exact normals at its vertices: the same image wherever
+    a camera-facing triangle is seen, for a tenth of the vertices' work or more left out."""
+    from facenet3d.refine.visible_part import VisiblePart
+
+    params = known_params(model)
+    part = VisiblePart.of(model, params, 112)
+    assert part.num_vertices < 0.9 * model.num_vertices
+    with torch.no_grad():
+        whole = render_params(model, Renderer.from_model(model), params, 112)
+        seen = render_params(model, part.renderer(model), params, 112, part=part)
+    both = (whole.mask[..., 0] > 0) & (seen.mask[..., 0] > 0)
+    assert both.float().mean() > 0.3
+    # Only back faces seen through the mouth and eye openings are left out: a few pixels there show
+    # what lies behind them instead.
+    assert (whole.mask[..., 0] > 0).sum() - both.sum() < 0.02 * both.sum()
+    same = ((seen.image - whole.image).abs().amax(-1) < 1e-5)[both]
+    assert same.float().mean() > 0.999, same.float().mean()
+
+
+def test_solved_light_recovers_the_light_of_a_render(model):
+    """Stage B's warm start: the least-squares SH light from a render of known geometry and albedo."""
+    from facenet3d.refine.photometric_stage import solve_lighting
+    from facenet3d.refine.visible_part import VisiblePart
+
+    truth = known_params(model).index(0)
+    truth.specular.zero_()  # the solve explains diffuse light
+    target = ScaledTarget.from_target(synthetic_target(model, truth, 128), 128)
+    start = truth.clone()
+    start.sh = torch.zeros_like(truth.sh)
+    start.sh[:, 0] = 3.5449 * 0.5
+    part = VisiblePart.of(model, start, 128)
+    solved = solve_lighting(model, part.renderer(model), part, start, target, ridge=1e-6)
+    # Bands 0 and 1 (ambient and the dominant direction) are what a face constrains well.
+    torch.testing.assert_close(solved.sh[:, :4], truth.sh[:, :4], atol=0.08, rtol=0.05)

@@ -198,7 +198,7 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
 
 @torch.no_grad()
 def solve_lighting(model: MorphableModel, renderer: Renderer, part: VisiblePart | None, params: FaceParams,
-                   target: ScaledTarget, map_size: int | None = None, ridge: float = 1e-3) -> FaceParams:
+                   target: ScaledTarget, map_size: int | None = None, ridge: float = 0.05) -> FaceParams:
     """``params`` with the SH light that best explains the photo's skin given their geometry and albedo.
 
     The diffuse radiance is linear in the SH coefficients (``albedo * sum_k A_k Y_k(n) c_k``), so

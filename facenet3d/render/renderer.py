@@ -84,6 +84,11 @@ class Renderer(nn.Module):
             mask do not need it; fitting silhouettes or masks does.
         backend: primitive backend (see :mod:`facenet3d.render.backend`); None follows the context.
 
+    Built on the public primitives: :func:`~facenet3d.render.rasterize`, then
+    :func:`~facenet3d.render.interpolate` (``covered_only=True`` for what is shaded or textured per
+    pixel) and :func:`~facenet3d.render.texture`'s sampling. ``forward`` runs four steps: the
+    materials, the raster, shading (at the vertices or at the pixels), compositing.
+
     Lighting, normals and view directions are in the camera frame. UV maps are images with row 0
     at the top of the texture (as read from a PNG), sampled with ``v -> 1 - v`` and clamped at the
     borders.
