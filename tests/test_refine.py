@@ -237,3 +237,25 @@ def test_solved_light_recovers_the_light_of_a_render(model):
     solved = solve_lighting(model, part.renderer(model), part, start, target, ridge=1e-6)
     # Bands 0 and 1 (ambient and the dominant direction) are what a face constrains well.
     torch.testing.assert_close(solved.sh[:, :4], truth.sh[:, :4], atol=0.08, rtol=0.05)
+
+
+@pytest.mark.parametrize("anneal", [True, False])
+def test_minimise_is_torch_adam_with_cosine_annealing(anneal):
+    """The refinement's hand-written Adam takes torch.optim.Adam's steps (with CosineAnnealingLR to 5 %)."""
+    from facenet3d.refine.optim import minimise
+
+    g = torch.Generator().manual_seed(0)
+    a, y = torch.randn(20, 5, generator=g), torch.randn(20, generator=g)
+    ours = torch.zeros(5, requires_grad=True)
+    minimise([ours], lambda: ((a @ ours - y) ** 2).mean()[None], 30, 0.05, anneal=anneal)
+    theirs = torch.zeros(5, requires_grad=True)
+    opt = torch.optim.Adam([theirs], lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 30, eta_min=0.05 * 0.05) if anneal else None
+    for _ in range(30):
+        opt.zero_grad()
+        ((a @ theirs - y) ** 2).mean().backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=1e-5)
+    assert float(((a @ ours.detach() - y) ** 2).mean()) < float((y ** 2).mean())
