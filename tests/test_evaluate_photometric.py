@@ -24,7 +24,7 @@ def _rendered_target(model, size: int = 64):
     params = FaceParams.neutral(1, model.identity_dim, model.expression_dim, model.albedo_dim)
     renderer = Renderer.from_model(model, shading="pixel")
     with torch.no_grad():
-        out, _ = render_params(model, renderer, params, size)
+        out = render_params(model, renderer, params, size)
     photo = linear_to_srgb(out.image)
     covered = out.mask[..., 0] > 0.5
     target = FitTarget(photo, torch.zeros(1, 478, 3), torch.zeros(1, 68, 2), covered.float())

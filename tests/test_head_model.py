@@ -119,6 +119,16 @@ def test_parts_embeddings_and_coarse_albedo_survive_the_native_format(head, tmp_
                                atol=1e-5, rtol=1e-5)
     np_modes = np.stack([upsample_maps_np(b, (32, 32)) for b in back.albedo_basis])
     np.testing.assert_allclose(np_modes, modes.numpy(), atol=1e-5)
+    # At a working size between the two: the mean area-averaged (cached, so twice the same tensor), the
+    # modes upsampled only that far; equal to the full-size maps area-averaged but for the modes'
+    # interpolation, which is smooth.
+    small_mean = model.albedo(size=16)[0]
+    torch.testing.assert_close(small_mean, model.albedo_mean.view(16, 2, 16, 2, 3).mean((1, 3)))
+    assert model.albedo(size=16)[0].data_ptr() == small_mean.data_ptr()
+    coarse = model.albedo(c, size=16)[0]
+    assert coarse.shape == (16, 16, 3)
+    full = model.albedo(c)[0].view(16, 2, 16, 2, 3).mean((1, 3))
+    assert float((coarse - full).abs().mean()) < 0.05 * float(full.abs().mean())
 
 
 def test_a_basis_larger_than_its_mean_is_refused(head):

@@ -48,7 +48,7 @@ def synthetic_target(model, params: FaceParams, size: int = 224) -> FitTarget:
     lm478[:, 468:, :2] = dec.landmarks_dense[:, :10]  # iris points are unused by the fit
     with torch.no_grad():
         renderer = Renderer.from_model(model)
-        out, _ = render_params(model, renderer, params, size)
+        out = render_params(model, renderer, params, size)
     image = linear_to_srgb(out.image) * out.mask + 0.3 * (1 - out.mask)
     skin = torch.ones(b, size, size)
     return FitTarget(image.detach(), lm478, dec.landmarks68.detach(), skin)
@@ -130,10 +130,10 @@ def test_photometric_stage_lowers_error_and_recovers_light_direction(model, rend
     cfg = PhotometricStageConfig(iterations=40, resolution=112)
     scaled = ScaledTarget.from_target(target, cfg.resolution)
     with torch.no_grad():
-        before = photometric_error(render_params(model, renderer, start, 112)[0], scaled, cfg.robust_scale)
+        before = photometric_error(render_params(model, renderer, start, 112), scaled, cfg.robust_scale)
     fitted = fit_photometric(model, target, cfg, start, renderer=renderer)
     with torch.no_grad():
-        after = photometric_error(render_params(model, renderer, fitted, 112)[0], scaled, cfg.robust_scale)
+        after = photometric_error(render_params(model, renderer, fitted, 112), scaled, cfg.robust_scale)
     assert (after < 0.5 * before).all(), (before, after)
     # Band-1 SH (direction of the light) points the same way as the truth's.
     cos = torch.nn.functional.cosine_similarity(fitted.sh[:, 1:4].mean(-1), truth.sh[:, 1:4].mean(-1), dim=-1)
@@ -146,7 +146,7 @@ def test_maps_stage_valid_ranges_and_better_fit(model, renderer):
     start = truth.index(0).clone()
     start.albedo.zero_()  # the maps must recover what the statistical albedo misses
     cfg = MapStageConfig(iterations=25, resolution=112)
-    maps = fit_maps(model, target, cfg, start, renderer=renderer)
+    maps = fit_maps(model, target, cfg, start)
     assert maps.albedo.min() >= 0 and maps.albedo.max() <= 1
     assert maps.specular.min() >= 0 and maps.specular.max() <= 0.08
     assert maps.roughness.min() >= 0.1 and maps.roughness.max() <= 1
@@ -155,9 +155,9 @@ def test_maps_stage_valid_ranges_and_better_fit(model, renderer):
     scaled = ScaledTarget.from_target(target, 112)
     pixel = Renderer.from_model(model, shading="pixel")
     with torch.no_grad():
-        base = photometric_error(render_params(model, pixel, start, 112)[0], scaled, cfg.robust_scale)
+        base = photometric_error(render_params(model, pixel, start, 112), scaled, cfg.robust_scale)
         refined = photometric_error(render_params(model, pixel, start, 112, albedo_map=maps.albedo,
-                                                  specular_map=maps.specular, roughness_map=maps.roughness)[0],
+                                                  specular_map=maps.specular, roughness_map=maps.roughness),
                                     scaled, cfg.robust_scale)
     assert refined < 0.8 * base
 
@@ -191,7 +191,7 @@ def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):
     def err(params, maps=None):
         kw = {} if maps is None else {"albedo_map": maps.albedo}
         with torch.no_grad():
-            return photometric_error(render_params(model, renderer, params, 160, **kw)[0], scaled, 0.15)
+            return photometric_error(render_params(model, renderer, params, 160, **kw), scaled, 0.15)
 
     mean = initial_lighting(model, target, initial_params(model, target))
     cfg = load_refine_config("fast")
@@ -237,3 +237,61 @@ def test_detector_offsets_take_what_every_frame_shares(model):
     assert torch.allclose(clean.landmarks68, target.landmarks68 - found[468:])
     assert torch.allclose(clean.landmarks478[:, :468, :2], target.landmarks478[:, :468, :2] - found[:468])
     assert torch.equal(clean.landmarks478[..., 2], target.landmarks478[..., 2])
+
+def test_visible_part_renders_the_face_as_the_whole_mesh(model):
+    """The part of the head a crop shows, with exact normals at its vertices: the same image wherever
+    a camera-facing triangle is seen, for a tenth of the vertices' work or more left out."""
+    from facenet3d.refine.visible_part import VisiblePart
+
+    params = known_params(model)
+    part = VisiblePart.of(model, params, 112)
+    assert part.num_vertices < 0.9 * model.num_vertices
+    with torch.no_grad():
+        whole = render_params(model, Renderer.from_model(model), params, 112)
+        seen = render_params(model, part.renderer(model), params, 112, part=part)
+    both = (whole.mask[..., 0] > 0) & (seen.mask[..., 0] > 0)
+    assert both.float().mean() > 0.3
+    # Only back faces seen through the mouth and eye openings are left out: a few pixels there show
+    # what lies behind them instead.
+    assert (whole.mask[..., 0] > 0).sum() - both.sum() < 0.02 * both.sum()
+    same = ((seen.image - whole.image).abs().amax(-1) < 1e-5)[both]
+    assert same.float().mean() > 0.999, same.float().mean()
+
+
+def test_solved_light_recovers_the_light_of_a_render(model):
+    """Stage B's warm start: the least-squares SH light from a render of known geometry and albedo."""
+    from facenet3d.refine.photometric_stage import solve_lighting
+    from facenet3d.refine.visible_part import VisiblePart
+
+    truth = known_params(model).index(0)
+    truth.specular.zero_()  # the solve explains diffuse light
+    target = ScaledTarget.from_target(synthetic_target(model, truth, 128), 128)
+    start = truth.clone()
+    start.sh = torch.zeros_like(truth.sh)
+    start.sh[:, 0] = 3.5449 * 0.5
+    part = VisiblePart.of(model, start, 128)
+    solved = solve_lighting(model, part.renderer(model), part, start, target, ridge=1e-6)
+    # Bands 0 and 1 (ambient and the dominant direction) are what a face constrains well.
+    torch.testing.assert_close(solved.sh[:, :4], truth.sh[:, :4], atol=0.08, rtol=0.05)
+
+
+@pytest.mark.parametrize("anneal", [True, False])
+def test_minimise_is_torch_adam_with_cosine_annealing(anneal):
+    """The refinement's hand-written Adam takes torch.optim.Adam's steps (with CosineAnnealingLR to 5 %)."""
+    from facenet3d.refine.optim import minimise
+
+    g = torch.Generator().manual_seed(0)
+    a, y = torch.randn(20, 5, generator=g), torch.randn(20, generator=g)
+    ours = torch.zeros(5, requires_grad=True)
+    minimise([ours], lambda: ((a @ ours - y) ** 2).mean()[None], 30, 0.05, anneal=anneal)
+    theirs = torch.zeros(5, requires_grad=True)
+    opt = torch.optim.Adam([theirs], lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 30, eta_min=0.05 * 0.05) if anneal else None
+    for _ in range(30):
+        opt.zero_grad()
+        ((a @ theirs - y) ** 2).mean().backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=1e-5)
+    assert float(((a @ ours.detach() - y) ** 2).mean()) < float((y ** 2).mean())

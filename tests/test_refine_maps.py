@@ -84,7 +84,7 @@ def texels_of_pixels(model, params, pixels: torch.Tensor, size: int, resolution:
     """``(T, T)`` bool: texels seen by the given ``(1, R, R)`` pixels of the face's render."""
     renderer = Renderer.from_model(model)
     with torch.no_grad():
-        out, _ = render_params(model, renderer, params, resolution)
+        out = render_params(model, renderer, params, resolution)
         uv = interpolate(renderer.uvs, out.rast, renderer.uv_triangles)[0]
     sel = (pixels[0] > 0.5) & (out.mask[0, ..., 0] > 0)
     col = (uv[..., 0][sel] * size).long().clamp(0, size - 1)
@@ -242,3 +242,19 @@ def test_full_refinement_with_hair_band_end_to_end(model, photo):
     assert err < 0.04, err
     band_srgb = linear_to_srgb(banded.maps.albedo[0][under]).mean()
     assert float(band_srgb) > 0.35  # skin-bright, not the band's 0.12
+
+
+def test_laplacian_smoothness_is_the_zero_padded_five_point_laplacian():
+    """The squared 5-point Laplacian (zero beyond the borders), masked: on a quadratic map it is the
+    constant second derivative inside and picks up the missing neighbours at the borders."""
+    from facenet3d.losses import laplacian_smoothness
+
+    y, x = torch.meshgrid(torch.arange(6.0), torch.arange(5.0), indexing="ij")
+    maps = torch.stack([x * x, 2 * y], -1)[None]  # (1, 6, 5, 2)
+    inside = torch.zeros(6, 5, dtype=torch.bool)
+    inside[1:-1, 1:-1] = True
+    # x^2 has Laplacian 2, 2y has 0 away from the borders.
+    torch.testing.assert_close(laplacian_smoothness(maps, inside), torch.tensor([4.0 * 12 / 60]))
+    corner = torch.zeros(6, 5, dtype=torch.bool)
+    corner[0, 0] = True  # x^2 = 0 with neighbours 1 (right) and 0 (below, and two padded zeros): 1
+    torch.testing.assert_close(laplacian_smoothness(maps, corner), torch.tensor([(1.0 + 2.0 ** 2) / 60]))

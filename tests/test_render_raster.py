@@ -509,3 +509,25 @@ def test_mixed_triangle_sizes_match_brute_force(monkeypatch):
     np.testing.assert_array_equal(got[clear], ids[clear])
     covered = clear & (ids >= 0)
     np.testing.assert_allclose(rast[0, ..., :3].double().numpy()[covered], uvz[covered], atol=2e-4)
+
+
+def test_public_interpolate_reuses_the_rasters_fragments():
+    """``interpolate`` on a fresh raster works on the fragments the rasteriser found (no second
+    search, gradients straight to the positions): the same values and gradients as on a copy of
+    the raster, whose fragments are found again from its contents; ``covered_only`` gives the
+    image's covered pixels; an in-place edit of the raster is noticed."""
+    pos, tri = _smooth_scene(2)
+    attr = torch.rand(1, 30, 4, dtype=torch.float64, requires_grad=True)
+    rast = rasterize(pos, tri, (13, 17))
+    assert raster_module.fragments_of(rast) is raster_module.fragments_of(rast)
+    fresh, copied = interpolate(attr, rast, tri), interpolate(attr, rast.clone(), tri)
+    torch.testing.assert_close(fresh, copied)
+    grads = [torch.autograd.grad(x.square().sum(), (pos, attr), retain_graph=True) for x in (fresh, copied)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    covered = interpolate(attr, rast, tri, covered_only=True)
+    torch.testing.assert_close(covered, fresh.reshape(-1, 4)[rast.reshape(-1, 4)[:, 3] > 0])
+    edited = rast.detach().clone()
+    before = raster_module.fragments_of(edited)
+    edited[0, 0, 0] = torch.tensor([0.5, 0.5, 0.0, 1.0], dtype=edited.dtype)
+    assert raster_module.fragments_of(edited) is not before

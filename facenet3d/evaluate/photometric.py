@@ -57,7 +57,7 @@ def render_fidelity(model, renderer, params, target, maps=None) -> Fidelity:
     kw = {} if maps is None else {"albedo_map": maps.albedo, "specular_map": maps.specular,
                                   "roughness_map": maps.roughness}
     with torch.no_grad():
-        out, _ = render_params(model, renderer, params, target.size, **kw)
+        out = render_params(model, renderer, params, target.size, **kw)
         image = linear_to_srgb(out.image)
         mask = target.skin_mask > 0.5
         m = mask.to(image.dtype)

@@ -16,7 +16,7 @@ from torch import nn
 
 from facenet3d.facemodel.arrays import FORMAT_VERSION, FaceModelArrays  # noqa: F401  (re-exported)
 from facenet3d.facemodel.lbs import lbs
-from facenet3d.facemodel.uvmaps import upsample_maps
+from facenet3d.facemodel.uvmaps import downsample_maps, upsample_maps
 from facenet3d.geometry import vertex_normals
 
 
@@ -221,15 +221,39 @@ class MorphableModel(nn.Module):
             if pose is not None and self.joint_regressor is not None:
                 raise ValueError("vertex_indices cannot be combined with a skinned pose")
             idx = vertex_indices.to(self.mean_shape.device)
-            id_rows = self.identity_basis.view(self.identity_dim, -1, 3)[:, idx].reshape(self.identity_dim, -1)
-            ex_rows = self.expression_basis.view(self.expression_dim, -1, 3)[:, idx].reshape(self.expression_dim, -1)
-            return self.mean_shape[idx] + (alpha @ id_rows + beta @ ex_rows).view(b, len(idx), 3)
+            mean, id_rows, ex_rows = self._basis_subset(idx)
+            return mean + (alpha @ id_rows + beta @ ex_rows).view(b, len(idx), 3)
         offsets = alpha @ self.identity_basis + beta @ self.expression_basis
         verts = self.mean_shape + offsets.view(b, self.num_vertices, 3)
         if pose is not None and self.joint_regressor is not None:
             verts = lbs(verts, pose.to(verts), self.joint_regressor, self.parents, self.skinning_weights,
                         self.pose_basis)
         return verts
+
+    def _basis_subset(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean ``(N, 3)`` and flattened identity and expression bases ``(K, 3N)`` of the vertices ``idx``.
+
+        A fit decodes the same few hundred landmark vertices at every step; gathering their
+        columns out of the ``(K, 3V)`` bases of a large mesh costs far more than the matmuls, so
+        the subsets are kept per index set (while the bases are unchanged and need no gradient).
+        """
+        tensors = (self.mean_shape, self.identity_basis, self.expression_basis)
+
+        def gather() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return (self.mean_shape[idx],
+                    self.identity_basis.view(self.identity_dim, -1, 3)[:, idx].reshape(self.identity_dim, -1),
+                    self.expression_basis.view(self.expression_dim, -1, 3)[:, idx].reshape(self.expression_dim, -1))
+
+        if any(t.requires_grad for t in tensors) or torch.is_inference_mode_enabled():
+            return gather()
+        key = (idx.device, tuple(t.data_ptr() for t in tensors), tuple(t._version for t in tensors),
+               idx.cpu().numpy().tobytes())
+        cache = self.__dict__.setdefault("_subset_cache", {})
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[key] = gather()
+        return cache[key]
 
     def forward(self, identity=None, expression=None, pose=None) -> torch.Tensor:  # noqa: D401
         """Same as :meth:`decode`."""
@@ -258,7 +282,21 @@ class MorphableModel(nn.Module):
         c = self._coefficients(coefficients, k, b, mean, what)
         return mean + (c @ basis.reshape(k, -1)).view(b, *mean.shape)
 
-    def albedo(self, coefficients: torch.Tensor | None = None) -> torch.Tensor:
+    def _map_at(self, name: str, size: int | None) -> torch.Tensor | None:
+        """The model's UV map ``name`` (``(T, T, C)`` buffer) at ``size`` texels across: itself when
+        ``size`` is None or not smaller, else area-averaged (kept until the buffer changes)."""
+        value = getattr(self, name)
+        if value is None or size is None or value.ndim != 3 or size >= value.shape[0]:
+            return value
+        key = (name, size, value.data_ptr(), value._version)
+        cache = self.__dict__.setdefault("_map_cache", {})
+        if key not in cache:
+            for old in [k for k in cache if k[0] == name]:
+                del cache[old]
+            cache[key] = downsample_maps(value, (size, size))
+        return cache[key]
+
+    def albedo(self, coefficients: torch.Tensor | None = None, size: int | None = None) -> torch.Tensor:
         """Diffuse albedo, linear RGB (not clamped).
 
         A UV basis coarser than the mean is combined at its own size and upsampled bilinearly
@@ -266,21 +304,29 @@ class MorphableModel(nn.Module):
 
         Args:
             coefficients: ``(B, Ka)`` albedo coefficients, or None for the mean.
+            size: for a UV albedo space, the maps' size in texels (default: the mean's). A smaller
+                size area-averages the mean and upsamples the modes only that far: what a fit
+                whose pixels each cover several texels needs, at a fraction of the cost.
 
         Returns:
             ``(B, H, W, 3)`` UV maps for a UV albedo space, ``(B, V, 3)`` for a per-vertex one.
         """
-        basis = self.albedo_basis
-        if basis is None or coefficients is None or basis.shape[1:] == self.albedo_mean.shape:
-            return self._linear_space(self.albedo_mean, basis, "albedo", coefficients)
+        mean, basis = self._map_at("albedo_mean", size), self.albedo_basis
+        if basis is None or coefficients is None or basis.shape[1:] == mean.shape:
+            return self._linear_space(mean, basis, "albedo", coefficients)
         k = basis.shape[0]
         c = self._coefficients(coefficients, k, coefficients.shape[0], basis, "albedo")
         offsets = (c @ basis.reshape(k, -1)).view(-1, *basis.shape[1:])
-        return self.albedo_mean + upsample_maps(offsets, self.albedo_mean.shape[:2])
+        resize = downsample_maps if offsets.shape[-2] > mean.shape[1] else upsample_maps
+        return mean + resize(offsets, mean.shape[:2])
 
-    def specular(self, coefficients: torch.Tensor | None = None) -> torch.Tensor:
-        """Specular albedo in the albedo space, ``(B, ..., 3)``; see :meth:`albedo`."""
-        return self._linear_space(self.specular_mean, self.specular_basis, "specular", coefficients)
+    def specular(self, coefficients: torch.Tensor | None = None, size: int | None = None) -> torch.Tensor:
+        """Specular albedo in the albedo space, ``(B, ..., 3)``; see :meth:`albedo` (a ``size`` applies to a
+        specular space without modes)."""
+        if self.specular_basis is not None:
+            size = None
+        return self._linear_space(self._map_at("specular_mean", size), self.specular_basis, "specular",
+                                  coefficients)
 
     # ------------------------------------------------------------------ conversion
     def to_arrays(self) -> FaceModelArrays:

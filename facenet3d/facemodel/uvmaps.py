@@ -18,6 +18,16 @@ if TYPE_CHECKING:  # the numpy twin serves the torch-free runtime
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(..., h, w, C)`` maps -> ``(..., H, W, C)``, bilinear, texel centres at +0.5."""
+    return _resize_maps(maps, size, mode="bilinear", align_corners=False)
+
+
+def downsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(..., H, W, C)`` maps -> ``(..., h, w, C)``, each texel the mean of the texels it covers (area)."""
+    return _resize_maps(maps, size, mode="area")
+
+
+def _resize_maps(maps: torch.Tensor, size: tuple[int, int], **how) -> torch.Tensor:
+    """Channels-last maps resized with ``torch.nn.functional.interpolate(..., **how)``."""
     import torch.nn.functional as F
 
     h, w = int(size[0]), int(size[1])
@@ -25,7 +35,7 @@ def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return maps
     lead = maps.shape[:-3]
     flat = maps.reshape(-1, *maps.shape[-3:]).permute(0, 3, 1, 2)
-    out = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False)
+    out = F.interpolate(flat, size=(h, w), **how)
     return out.permute(0, 2, 3, 1).reshape(*lead, h, w, maps.shape[-1])
 
 

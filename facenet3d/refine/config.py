@@ -51,6 +51,7 @@ class PhotometricStageConfig:
     expression_prior: float = 2e-3
     albedo_prior: float = 2e-3
     resolution: int = 160  # render size for the fit (the crop is resized to it)
+    map_size: int = 384  # texels across the UV atlas the albedo is rendered at (0: the model's own size)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class MapStageConfig:
     iterations: int = 60
     lr: float = 0.01
     resolution: int = 224
+    map_size: int = 384  # texels across the atlas the maps are fitted at, then upsampled (0: the model's own size)
     photometric_weight: float = 1.0
     robust_scale: float = 0.1
     smoothness_weight: float = 0.05

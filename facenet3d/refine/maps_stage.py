@@ -33,12 +33,14 @@ normal map.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from facenet3d.facemodel import MorphableModel
+from facenet3d.facemodel.uvmaps import upsample_maps
 from facenet3d.losses import laplacian_smoothness, symmetry_loss
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import MapStageConfig
@@ -54,7 +56,8 @@ from facenet3d.refine.photometric_stage import (
 )
 from facenet3d.refine.priors import reflectance_priors
 from facenet3d.refine.target import FitTarget
-from facenet3d.render import Renderer, texture
+from facenet3d.refine.visible_part import VisiblePart
+from facenet3d.render import texture
 from facenet3d.render.color import linear_to_srgb
 from facenet3d.render.interpolate import interpolate
 from facenet3d.render.uv import UVRaster
@@ -238,7 +241,7 @@ def texel_confidence(pixel_uv: torch.Tensor, trusted: torch.Tensor, seen: torch.
 
 
 def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, start: FaceParams,
-             renderer: Renderer | None = None, symmetric_uv: bool | None = None, progress=None) -> FaceMaps:
+             symmetric_uv: bool | None = None, progress=None) -> FaceMaps:
     """Run stage C from stage B's parameters.
 
     Args:
@@ -246,33 +249,35 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         target: the crops.
         config: the stage's settings.
         start: parameters (geometry, light and statistical albedo stay fixed).
-        renderer: reused renderer for the model (built when None).
         symmetric_uv: whether the UV layout mirrors about ``u = 0.5`` (default: the model's
             metadata ``uv_symmetric``).
         progress: optional callable ``(step, loss)``.
     """
     if model.albedo_space != "uv":
         raise ValueError("UV map refinement needs a face model with a UV albedo space")
-    if renderer is None or renderer.shading != "pixel":  # per-texel roughness is shaded per pixel
-        renderer = Renderer.from_model(model, shading="pixel").to(start.identity.device)
     symmetric = bool(model.metadata.get("uv_symmetric", False)) if symmetric_uv is None else symmetric_uv
     scaled = ScaledTarget.from_target(target, config.resolution)
     grey = greyscale_faces(target.image)
     start = start.clone()
     start.sh = colourless_light(start.sh, grey)  # a grey photo says nothing of the light's colour
     b = start.batch_size
+    part = VisiblePart.of(model, start, scaled.size)
+    renderer = part.renderer(model, shading="pixel")  # per-texel roughness is shaded per pixel
+    full_size = model.albedo_mean.shape[0]
+    # The photo resolves detail no finer than its pixels, each of which covers several texels of a
+    # large atlas: the maps are fitted at map_size and only the change they make is upsampled, on
+    # top of the full-size statistical albedo.
+    t = min(config.map_size or full_size, full_size)
     with torch.no_grad():
-        base = model.albedo(start.albedo).clamp(0, 1)  # (B, T, T, 3)
-        base = torch.where(grey[:, None, None, None], grey_albedo(base), base)
-        t = base.shape[1]
+        base = _statistical_albedo(model, start.albedo, grey, t)  # (B, T, T, 3)
         covered = UVRaster.build(model.uvs, model.uv_triangles, t).covered.to(base.device)
         spec_prior, rough_prior = reflectance_priors(model, start.specular, start.roughness, t, covered)
         spec_prior = spec_prior.clamp(1e-3, MAX_SPECULAR - 1e-3)
         rough_prior = rough_prior.clamp(MIN_ROUGHNESS + 1e-2, MAX_ROUGHNESS - 1e-2)
-        normals_model = model.vertex_normals(model.decode(start.identity, start.expression))
+        normals_model = model.vertex_normals(model.decode(start.identity, start.expression))[:, part.vertices]
         # Stage B's face, rendered with the priors: what the photo is checked against.
-        out0, _ = render_params(model, renderer, start, scaled.size, albedo_map=base,
-                                specular_map=spec_prior.expand(-1, -1, -1, 3), roughness_map=rough_prior)
+        out0 = render_params(model, renderer, start, scaled.size, albedo_map=base,
+                             specular_map=spec_prior.expand(-1, -1, -1, 3), roughness_map=rough_prior, part=part)
         rendered0 = linear_to_srgb(out0.image)
         rendered0 = torch.where(grey[:, None, None, None], to_luma(rendered0), rendered0)
         seen = scaled.skin * out0.mask[..., 0]
@@ -282,7 +287,8 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     # Vertices sample the displacement map at their UV (the first UV of each vertex).
     vertex_uv = torch.zeros(model.num_vertices, 2, device=base.device)
     vertex_uv[model.triangles.reshape(-1)] = model.uvs[model.uv_triangles.reshape(-1)]
-    vertex_uv = torch.stack([vertex_uv[:, 0], 1 - vertex_uv[:, 1]], -1)[None, :, None, :].expand(b, -1, -1, -1)
+    vertex_uv = torch.stack([vertex_uv[:, 0], 1 - vertex_uv[:, 1]], -1)[part.vertices]
+    vertex_uv = vertex_uv[None, :, None, :].expand(b, -1, -1, -1)
 
     d_albedo = torch.zeros_like(base, requires_grad=True)
     spec_logit = _logit(spec_prior / MAX_SPECULAR).clone().requires_grad_(True)
@@ -291,6 +297,9 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     mask = covered
 
     any_grey = bool(grey.any())
+    # A texel's Laplacian grows with the square of the texel size: scaled so that a coarser fit
+    # penalises the same surface curvature as one at the model's own size.
+    smoothness = config.smoothness_weight * 100.0 * (t / full_size) ** 4
 
     def maps() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         d = d_albedo
@@ -306,16 +315,14 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     def loss_fn() -> torch.Tensor:
         albedo, spec, rough, disp, change = maps()
         disp_v = texture(disp, vertex_uv, boundary_mode="clamp")[:, :, 0]  # (B, V, 1)
-        out, _ = render_params(model, renderer, start, scaled.size, albedo_map=albedo,
-                               specular_map=spec.expand(-1, -1, -1, 3), roughness_map=rough,
-                               vertex_offsets=disp_v * normals_model)
+        out = render_params(model, renderer, start, scaled.size, albedo_map=albedo,
+                            specular_map=spec.expand(-1, -1, -1, 3), roughness_map=rough,
+                            vertex_offsets=disp_v * normals_model, part=part)
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey, data_w)
         # Specular and roughness as relative deviations from their priors.
         spec_dev, rough_dev = spec / spec_prior - 1, rough / rough_prior - 1
-        loss = loss + config.smoothness_weight * 100.0 * (laplacian_smoothness(change, mask)
-                                                          + laplacian_smoothness(disp / 10.0, mask)
-                                                          + laplacian_smoothness(spec_dev, mask)
-                                                          + laplacian_smoothness(rough_dev, mask))
+        loss = loss + smoothness * (laplacian_smoothness(change, mask) + laplacian_smoothness(disp / 10.0, mask)
+                                    + laplacian_smoothness(spec_dev, mask) + laplacian_smoothness(rough_dev, mask))
         m = mask[None, ..., None]
         loss = loss + config.specular_prior_weight * (spec_dev ** 2 * m).flatten(1).mean(1)
         loss = loss + config.roughness_prior_weight * (rough_dev ** 2 * m).flatten(1).mean(1)
@@ -328,10 +335,23 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
     minimise([d_albedo, spec_logit, rough_logit, disp_raw], loss_fn, config.iterations, config.lr, progress,
              anneal=False)
     with torch.no_grad():
-        albedo, spec, rough, disp, _ = maps()
-        normal = displacement_normals(disp, mm_per_uv(model) / t)
+        _, spec, rough, disp, change = maps()
+        up = functools.partial(upsample_maps, size=(full_size, full_size))
+        albedo = (_statistical_albedo(model, start.albedo, grey, full_size) + up(change)).clamp(0.0, 1.0)
+        disp = up(disp)
+        normal = displacement_normals(disp, mm_per_uv(model) / full_size)
+        spec = up(spec).clamp(0.0, MAX_SPECULAR)
+        rough = up(rough).clamp(MIN_ROUGHNESS, MAX_ROUGHNESS)
+        confidence = up(confidence).clamp(0.0, 1.0)
     return FaceMaps(albedo=albedo, specular=spec.expand(-1, -1, -1, 3).contiguous(), roughness=rough,
                     displacement=disp, normal=normal, confidence=confidence)
+
+
+def _statistical_albedo(model: MorphableModel, coefficients: torch.Tensor, grey: torch.Tensor, size: int
+                        ) -> torch.Tensor:
+    """The statistical albedo ``(B, size, size, 3)`` in ``[0, 1]``, grey for the faces flagged in ``grey``."""
+    albedo = model.albedo(coefficients, size=size).clamp(0, 1)
+    return torch.where(grey[:, None, None, None], grey_albedo(albedo), albedo)
 
 
 def statistical_maps(model: MorphableModel, params: FaceParams) -> FaceMaps:

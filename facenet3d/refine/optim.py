@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+
+#: Adam's defaults (Kingma and Ba), as ``torch.optim.Adam`` has them.
+BETAS = (0.9, 0.999)
+EPS = 1e-8
 
 
 def minimise(leaves: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], iterations: int, lr: float,
@@ -21,18 +26,30 @@ def minimise(leaves: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], it
         progress: optional callable ``(step, mean loss)``.
         project: optional callable run after every step (without gradients) that moves the
             leaves back into their feasible set, e.g. blendshape weights into [0, 1].
+
+    The update is ``torch.optim.Adam``'s, written out: constructing a ``torch.optim`` optimiser
+    imports ``torch._dynamo`` on first use, which costs a one-photo run seconds.
     """
-    opt = torch.optim.Adam(leaves, lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iterations, 1), eta_min=lr * 0.05) if anneal else None
+    beta1, beta2 = BETAS
+    moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t in leaves]
+    eta_min = lr * 0.05
     for step in range(iterations):
+        step_lr = eta_min + (lr - eta_min) * (1 + math.cos(math.pi * step / max(iterations, 1))) / 2 if anneal \
+            else lr
         loss = loss_fn()
-        opt.zero_grad(set_to_none=True)
+        for t in leaves:
+            t.grad = None
         loss.sum().backward()
-        opt.step()
-        if project is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            correction1, correction2 = 1 - beta1 ** (step + 1), 1 - beta2 ** (step + 1)
+            for t, (m, v) in zip(leaves, moments, strict=True):
+                if t.grad is None:
+                    continue
+                m.lerp_(t.grad, 1 - beta1)
+                v.mul_(beta2).addcmul_(t.grad, t.grad, value=1 - beta2)
+                denom = (v.sqrt() / math.sqrt(correction2)).add_(EPS)
+                t.addcdiv_(m, denom, value=-step_lr / correction1)
+            if project is not None:
                 project()
-        if sched is not None:
-            sched.step()
         if progress is not None:
             progress(step, float(loss.detach().mean()))

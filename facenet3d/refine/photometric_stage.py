@@ -27,9 +27,11 @@ from facenet3d.params import FaceParams
 from facenet3d.refine.config import PhotometricStageConfig
 from facenet3d.refine.optim import minimise
 from facenet3d.refine.target import FitTarget
+from facenet3d.refine.visible_part import VisiblePart
 from facenet3d.render import Renderer, RenderOutput
 from facenet3d.render.color import linear_to_srgb, srgb_to_linear
 from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
+from facenet3d.render.shading import IRRADIANCE_FACTORS, sh_basis
 
 #: Rec. 601 luma weights of sRGB-encoded values: what PIL's ``convert("L")`` and most tools use
 #: to make a greyscale photo.
@@ -87,36 +89,40 @@ class ScaledTarget:
 
 def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams, size: int,
                   albedo_map: torch.Tensor | None = None, specular_map: torch.Tensor | None = None,
-                  roughness_map: torch.Tensor | None = None, vertex_offsets: torch.Tensor | None = None
-                  ) -> tuple[RenderOutput, torch.Tensor]:
-    """Render faces into their ``size`` crop.
+                  roughness_map: torch.Tensor | None = None, vertex_offsets: torch.Tensor | None = None,
+                  map_size: int | None = None, part: VisiblePart | None = None) -> RenderOutput:
+    """Render faces into their ``size`` crop (linear RGB).
 
     Args:
         model: the face model.
-        renderer: a renderer for the model's topology.
+        renderer: a renderer for the model's topology (for ``part``'s, when given).
         params: the faces.
         size: crop size in pixels.
         albedo_map, specular_map, roughness_map: per-face maps overriding the model's
             statistical ones (stage C).
-        vertex_offsets: ``(B, V, 3)`` mm added to the model-frame vertices (displacement).
-
-    Returns:
-        ``(render output (linear RGB), landmarks68 px)``.
+        vertex_offsets: ``(B, V, 3)`` mm added to the model-frame vertices (displacement; ``V``
+            the part's vertices when a part is given).
+        map_size: texels across the model's own UV maps when they are rendered (default: their
+            size; see :meth:`~facenet3d.facemodel.MorphableModel.albedo`).
+        part: render only this part of the mesh (:class:`VisiblePart`); None: the whole mesh.
     """
     camera = crop_camera(size, device=params.identity.device)
-    verts = model.decode(identity=params.identity, expression=params.expression)
+    verts = model.decode(identity=params.identity, expression=params.expression) if part is None \
+        else part.decode(model, params)
     if vertex_offsets is not None:
         verts = verts + vertex_offsets
     cam_verts = apply_pose(verts, rotation_6d_to_matrix(params.rotation), params.translation)
-    albedo = albedo_map if albedo_map is not None else model.albedo(params.albedo)
+    albedo = albedo_map if albedo_map is not None else model.albedo(params.albedo, size=map_size)
+    if albedo.ndim == 3 and part is not None:  # per-vertex albedo
+        albedo = albedo[:, part.vertices]
     specular = specular_map
     if specular is None and model.specular_mean is not None:
-        specular = model.specular() * params.specular[:, :, None, None] if model.albedo_space == "uv" \
-            else model.specular() * params.specular[:, :, None]
+        specular = model.specular(size=map_size) * params.specular[:, :, None, None] if model.albedo_space == "uv" \
+            else (model.specular() * params.specular[:, :, None])
+        if specular.ndim == 3 and part is not None:
+            specular = specular[:, part.vertices]
     roughness = roughness_map if roughness_map is not None else params.roughness
-    out = renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
-    lm = camera.camera_to_pixel(cam_verts[:, model.landmarks68.clamp_min(0)])
-    return out, lm
+    return renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
 
 
 def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarget) -> torch.Tensor:
@@ -154,12 +160,16 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
                     start: FaceParams, renderer: Renderer | None = None, progress=None,
                     fixed: Collection[str] = ()) -> FaceParams:
     """Run stage B from ``start`` (stage A's result or the regressor's); the parameters named in
-    ``fixed`` (e.g. ``("identity",)``) keep their start values."""
+    ``fixed`` (e.g. ``("identity",)``) keep their start values. The part of the mesh the crop shows
+    is rendered (:class:`VisiblePart`), with ``renderer``'s shading mode when one is given."""
     if model.albedo_space == "none":
         raise ValueError("photometric refinement needs a face model with an albedo space")
-    renderer = renderer or Renderer.from_model(model)
     scaled = ScaledTarget.from_target(target, config.resolution)
+    part = VisiblePart.of(model, start, scaled.size)
+    renderer = part.renderer(model, renderer.shading if renderer is not None else "vertex")
     grey = greyscale_faces(target.image)
+    if "sh" not in fixed:
+        start = solve_lighting(model, renderer, part, start, scaled, config.map_size or None)
     names = ("identity", "expression", "albedo", "rotation", "translation", "sh", "specular", "roughness")
     # Translation in decimetres and SH in units of the ambient term keep step sizes comparable.
     scales = {"translation": 100.0, "sh": 3.5449}
@@ -173,7 +183,7 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
 
     def loss_fn() -> torch.Tensor:
         params = current()
-        out, _ = render_params(model, renderer, params, scaled.size)
+        out = render_params(model, renderer, params, scaled.size, map_size=config.map_size or None, part=part)
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey)
         loss = loss + config.landmark_weight * landmark_terms(model, params, scaled)
         return loss + config.identity_prior * coefficient_prior(params.identity) \
@@ -184,6 +194,45 @@ def fit_photometric(model: MorphableModel, target: FitTarget, config: Photometri
     minimise([t for n, t in leaves.items() if n not in fixed], loss_fn, config.iterations, config.lr, progress,
              project=lambda: model.clamp_expression_(leaves["expression"]))
     return current().detach()
+
+
+@torch.no_grad()
+def solve_lighting(model: MorphableModel, renderer: Renderer, part: VisiblePart | None, params: FaceParams,
+                   target: ScaledTarget, map_size: int | None = None, ridge: float = 0.05) -> FaceParams:
+    """``params`` with the SH light that best explains the photo's skin given their geometry and albedo.
+
+    The diffuse radiance is linear in the SH coefficients (``albedo * sum_k A_k Y_k(n) c_k``), so
+    the light is a ridge-regularised least-squares fit per channel on the skin pixels the render
+    covers, in linear RGB, with the current light as the prior: a warm start that leaves the
+    optimisation to refine geometry and albedo rather than to find the light step by step.
+
+    Args:
+        model: the face model.
+        renderer: a renderer of ``part`` (of the whole model when ``part`` is None).
+        part: the rendered part of the mesh, or None.
+        params: the faces; their light is the prior.
+        target: the photos at the render size.
+        map_size: the size the model's UV maps are rendered at (see :func:`render_params`).
+        ridge: weight of the prior, relative to the mean diagonal of the normal equations.
+    """
+    out = render_params(model, renderer, params, target.size, map_size=map_size, part=part)
+    mask = (target.skin > 0.5) & (out.mask[..., 0] > 0.5)
+    basis = sh_basis(out.normals) * out.normals.new_tensor(IRRADIANCE_FACTORS)  # (B, R, R, 9)
+    photo = srgb_to_linear(target.image)
+    sh = params.sh.clone()
+    for i in range(sh.shape[0]):
+        if int(mask[i].sum()) < 50:
+            continue
+        y, albedo, value = basis[i][mask[i]], out.albedo[i][mask[i]], photo[i][mask[i]]  # (N, 9), (N, 3), (N, 3)
+        for c in range(3):
+            a = y * albedo[:, c:c + 1]
+            normal = a.t() @ a
+            lam = ridge * normal.diagonal().mean().clamp_min(1e-12)
+            rhs = a.t() @ value[:, c] + lam * sh[i, :, c]
+            sh[i, :, c] = torch.linalg.solve(normal + lam * torch.eye(9, dtype=a.dtype, device=a.device), rhs)
+    out_params = params.clone()
+    out_params.sh = sh
+    return out_params
 
 
 def initial_lighting(model: MorphableModel, target: FitTarget, params: FaceParams) -> FaceParams:

@@ -37,7 +37,8 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
         config: stages and settings (:func:`~facenet3d.refine.load_refine_config`).
         start: initial coefficients and lighting (the regressor's); the pose is always
             initialised from the landmarks. None starts from the mean face.
-        renderer: a renderer for the model, reused across calls when given.
+        renderer: a renderer whose shading mode stage B uses (default: per-vertex shading); the
+            stages render the part of the mesh the crop shows with renderers of their own.
         progress: optional callable ``(stage, step, steps)`` after every optimisation step.
         fixed: parameter names the landmark and photometric stages keep as in ``start`` (a
             video's identity, estimated once per clip: ``("identity",)``).
@@ -47,9 +48,6 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
     params = initial_params(model, target, start)
     if start is None and model.albedo_space != "none":
         params = initial_lighting(model, target, params)
-    needs_render = {"photometric", "maps"} & set(config.stages)
-    if needs_render and renderer is None:
-        renderer = Renderer.from_model(model).to(params.identity.device)
     maps = None
     for stage in config.stages:
         t0 = time.perf_counter()
@@ -61,7 +59,7 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
             params = fit_photometric(model, target, config.photometric, params, renderer=renderer, progress=tell,
                                      fixed=fixed)
         elif stage == "maps":
-            maps = fit_maps(model, target, config.maps, params, renderer=renderer, progress=tell)
+            maps = fit_maps(model, target, config.maps, params, progress=tell)
         seconds[stage] = time.perf_counter() - t0
     if maps is None and model.albedo_space == "uv":
         maps = statistical_maps(model, params)

@@ -7,11 +7,18 @@ import torch
 from facenet3d.errors import RenderError
 from facenet3d.render import nvdiffrast_backend
 from facenet3d.render.backend import resolve_backend
-from facenet3d.render.rasterize import Fragments, check_rast, corner_channel_index, corner_index, index_range
+from facenet3d.render.rasterize import (
+    Fragments,
+    check_rast,
+    corner_channel_index,
+    corner_index,
+    fragments_of,
+    index_range,
+)
 
 
-def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, backend: str | None = None
-                ) -> torch.Tensor:
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, backend: str | None = None,
+                covered_only: bool = False) -> torch.Tensor:
     """Interpolate per-vertex attributes at every pixel.
 
     Args:
@@ -21,11 +28,20 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, backe
             from the triangles given to ``rasterize`` (e.g. UV triangles) as long as the
             triangle order is the same.
         backend: see :func:`~facenet3d.render.rasterize`.
+        covered_only: return only the values at the pixels some triangle covers, ``(M, C)`` in the
+            order of :func:`~facenet3d.render.rasterize.fragments_of` ``(rast).pixels`` (row-major
+            over the batch): what per-pixel work (shading, texturing) needs, without filling and
+            reading whole images.
 
     Returns:
         ``(B, H, W, C)`` values ``u a_0 + v a_1 + (1 - u - v) a_2`` of the pixel's triangle, zero on
-        the background; differentiable in ``attr`` and in ``rast``'s ``u, v``. Unlike
-        nvdiffrast, a single tensor is returned (no image-space derivatives).
+        the background (or ``(M, C)``, see ``covered_only``); differentiable in ``attr`` and in
+        ``rast``'s ``u, v``. Unlike nvdiffrast, a single tensor is returned (no image-space
+        derivatives).
+
+    On the torch backend, a ``rast`` fresh from :func:`~facenet3d.render.rasterize` brings the
+    covered pixels the rasteriser found (:func:`~facenet3d.render.rasterize.fragments_of`), so
+    interpolation works on them alone and passes gradients back to the positions directly.
     """
     check_rast(rast)
     if attr.ndim not in (2, 3) or (attr.ndim == 3 and attr.shape[0] != rast.shape[0]):
@@ -36,9 +52,11 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, backe
     if low < 0 or high >= attr.shape[-2]:
         raise RenderError(f"tri indexes attributes outside 0..{attr.shape[-2] - 1}")
     if resolve_backend(backend, attr, rast) == "nvdiffrast":
-        return nvdiffrast_backend.interpolate(attr, rast, tri)
-
-    return interpolate_fragments(attr, Fragments.from_rast(rast), tri)
+        images = nvdiffrast_backend.interpolate(attr, rast, tri)
+        if not covered_only:
+            return images
+        return images.reshape(-1, images.shape[-1]).index_select(0, fragments_of(rast).pixels)
+    return interpolate_fragments(attr, fragments_of(rast), tri, dense=not covered_only)
 
 
 def interpolate_fragments(attr: torch.Tensor, fragments: Fragments, tri: torch.Tensor, dense: bool = True

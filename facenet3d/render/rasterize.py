@@ -115,6 +115,34 @@ def rasterize(
     return rasterize_fragments(pos, tri, resolution, backend)[0]
 
 
+def fragments_of(rast: torch.Tensor) -> Fragments:
+    """The covered pixels of a ``(B, H, W, 4)`` raster in compact form.
+
+    For a raster as :func:`rasterize` returned it (not modified in place since), these are the
+    fragments the rasteriser found, remembered on the tensor: nothing is searched again, and their
+    ``uv`` carries gradients to the positions directly, without passing through a dense image.
+    For any other raster (e.g. a detached copy) they are found from its contents, once.
+    """
+    try:
+        version = rast._version
+    except RuntimeError:  # inference-mode tensors carry no version counter: nothing safe to key on
+        return Fragments.from_rast(rast)
+    entry = getattr(rast, "_facenet3d_fragments", None)
+    if entry is not None and entry[0] == version:
+        return entry[1]
+    fragments = Fragments.from_rast(rast)
+    _remember(rast, fragments)
+    return fragments
+
+
+def _remember(rast: torch.Tensor, fragments: Fragments) -> None:
+    """Keep ``fragments`` on ``rast`` for :func:`fragments_of` (they live and die with it)."""
+    try:
+        rast._facenet3d_fragments = (rast._version, fragments)
+    except RuntimeError:
+        pass
+
+
 @dataclass
 class Fragments:
     """The covered pixels of a raster in compact form: what interpolation works on.
@@ -197,10 +225,12 @@ def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[
         raise RenderError(f"resolution must be positive, got {tuple(resolution)}")
     if resolve_backend(backend, pos) == "nvdiffrast":
         rast = nvdiffrast_backend.rasterize(pos, tri, (h, w))
-        return rast, Fragments.from_rast(rast)
+        return rast, fragments_of(rast)
     rast, uv, pixels, triangles, images = _RasterizeFunction.apply(
         pos, tri.to(device=pos.device, dtype=torch.int64), (h, w))
-    return rast, Fragments(pixels, triangles, images, uv, (pos.shape[0], h, w))
+    fragments = Fragments(pixels, triangles, images, uv, (pos.shape[0], h, w))
+    _remember(rast, fragments)
+    return rast, fragments
 
 
 def index_range(tri: torch.Tensor) -> tuple[int, int]:

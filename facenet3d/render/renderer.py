@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,8 +15,8 @@ from facenet3d.geometry import vertex_normals
 from facenet3d.render.antialias import antialias, antialias_topology
 from facenet3d.render.backend import resolve_backend
 from facenet3d.render.camera import PinholeCamera
-from facenet3d.render.interpolate import interpolate, interpolate_fragments
-from facenet3d.render.rasterize import Fragments, rasterize_fragments
+from facenet3d.render.interpolate import interpolate
+from facenet3d.render.rasterize import Fragments, fragments_of, rasterize
 from facenet3d.render.shading import shading_terms
 from facenet3d.render.texture import sample_bilinear, texture
 
@@ -82,6 +83,11 @@ class Renderer(nn.Module):
             costs about as much as the rest of the render, and photometric losses inside a face
             mask do not need it; fitting silhouettes or masks does.
         backend: primitive backend (see :mod:`facenet3d.render.backend`); None follows the context.
+
+    Built on the public primitives: :func:`~facenet3d.render.rasterize`, then
+    :func:`~facenet3d.render.interpolate` (``covered_only=True`` for what is shaded or textured per
+    pixel) and :func:`~facenet3d.render.texture`'s sampling. ``forward`` runs four steps: the
+    materials, the raster, shading (at the vertices or at the pixels), compositing.
 
     Lighting, normals and view directions are in the camera frame. UV maps are images with row 0
     at the top of the texture (as read from a PNG), sampled with ``v -> 1 - v`` and clamped at the
@@ -159,9 +165,22 @@ class Renderer(nn.Module):
         """
         if vertices.ndim != 3 or vertices.shape[-1] != 3:
             raise RenderError(f"vertices must be (B, V, 3) mm, got {tuple(vertices.shape)}")
+        materials = self._materials(vertices, albedo, specular, roughness)
+        frame = self._rasterize(vertices, camera)
+        if self.shading == "vertex":
+            image, computed = self._shade_vertices(frame, materials, sh)
+        else:
+            image, computed = self._shade_pixels(frame, materials, sh, camera)
+        image, mask = self._composite(frame, image, background)
+        return RenderOutput(image=image, mask=mask, rast=frame.rast,
+                            _compute=functools.partial(self._extra, frame, materials, computed))
+
+    # ------------------------------------------------------------------ steps of forward
+    def _materials(self, vertices: torch.Tensor, albedo: torch.Tensor, specular: torch.Tensor | None,
+                   roughness: torch.Tensor | None) -> dict[str, tuple[str, torch.Tensor]]:
+        """The materials given, each as ``(kind, value)`` (see :meth:`_split_material`); roughness 0.5
+        when a specular albedo comes without one, none without a specular albedo."""
         b, v = vertices.shape[:2]
-        h, w = camera.image_size
-        tri = self.triangles
         if specular is not None and roughness is None:
             roughness = vertices.new_full((b, 1), 0.5)
         if specular is None:
@@ -170,108 +189,81 @@ class Renderer(nn.Module):
                      (("albedo", albedo, 3), ("specular", specular, 3), ("roughness", roughness, 1))}
         if self.shading == "vertex" and materials["roughness"][0] == "uv":
             raise RenderError("a UV roughness map needs shading='pixel'")
+        return {name: entry for name, entry in materials.items() if entry[0] is not None}
 
+    def _rasterize(self, vertices: torch.Tensor, camera: PinholeCamera) -> _Frame:
+        """Camera-frame vertices and normals, and the raster of the mesh."""
         cam_vertices = camera.world_to_camera(vertices)
-        normals = vertex_normals(cam_vertices, tri)
         clip = camera.camera_to_clip(cam_vertices)
-        rast, fragments = rasterize_fragments(clip, tri, (h, w), backend=self.backend)
-        pixels = fragments.pixels
-        on_torch = resolve_backend(self.backend, clip) == "torch"
-        covered = (rast[..., 3:] > 0).to(vertices.dtype)
-        present = {name: value for name, (kind, value) in materials.items() if kind is not None}
-        # Everything per pixel is computed at the covered pixels only, as (M, C) rows in the order
-        # of fragments.pixels, and scattered into images at the end.
+        rast = rasterize(clip, self.triangles, camera.image_size, backend=self.backend)
+        return _Frame(self, cam_vertices, vertex_normals(cam_vertices, self.triangles), clip, rast,
+                      fragments_of(rast))
 
-        def interp(values: torch.Tensor, triangles: torch.Tensor = tri, dense: bool = False) -> torch.Tensor:
-            """Per-vertex values at the covered pixels, ``(M, C)``, or as ``(B, H, W, C)`` images."""
-            if on_torch:
-                return interpolate_fragments(values, fragments, triangles, dense=dense)
-            images = interpolate(values, rast, triangles, backend=self.backend)
-            return images if dense else images.reshape(-1, values.shape[-1]).index_select(0, pixels)
-
-        to_image = fragments.to_image
-
-        uv_cache: list[torch.Tensor] = []
-
-        def at_pixels(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            """Materials and per-vertex values at the covered pixels: one interpolation, one texture
-            sampling per map size."""
-            out: dict[str, torch.Tensor] = {}
-            per_vertex, maps = {}, {}
-            for name, value in values.items():
-                kind = materials[name][0] if name in materials else "vertex"
-                if kind == "vertex":
-                    per_vertex[name] = value
-                elif kind == "uv":
-                    maps[name] = value
-                else:  # constant (B or 1, C)
-                    out[name] = value.index_select(0, fragments.images) if value.shape[0] > 1 else \
-                        value.expand(pixels.shape[0], -1)
-            if per_vertex:
-                out.update(_interpolate_many(per_vertex, interp))
-            if maps:
-                if not uv_cache:
-                    uv_cache.append(interp(self.uvs, self.uv_triangles))
-                out.update(self._sample_maps(maps, uv_cache[0], fragments.images, to_image, pixels))
-            return out
-
-        computed: dict[str, torch.Tensor] = {}
-        image = None
-        if self.shading == "vertex":
-            # Shade the vertices, interpolate the result: where albedo is per vertex too, a single
-            # 3-channel interpolation carries the whole colour.
-            view = F.normalize(-cam_vertices, dim=-1, eps=1e-12) if specular is not None else None
-            rough = present.get("roughness")
-            rough = rough[:, None] if rough is not None and rough.ndim == 2 else rough
-            diffuse, spec = shading_terms(normals, view, sh, rough)
-            if all(materials[n][0] != "uv" for n in present):
-                color_v = _as_vertex(present["albedo"]) * diffuse
-                if spec is not None:
-                    color_v = color_v + _as_vertex(present["specular"]) * spec
-                image = interp(color_v, dense=True)  # straight into the image: no compact copy
-            else:
-                terms = {"diffuse": diffuse} if spec is None else {"diffuse": diffuse, "spec": spec}
-                pixel = _interpolate_many(terms, interp)
-                pixel.update(at_pixels({n: present[n] for n in ("albedo", "specular") if n in present}))
-                computed["albedo"] = pixel["albedo"]
-                color = pixel["albedo"] * pixel["diffuse"]
-                if spec is not None:
-                    color = color + pixel["specular"] * pixel["spec"]
-        else:
-            pixel = at_pixels({"normals": normals, **present})
-            pixel_normals = F.normalize(pixel["normals"], dim=-1, eps=1e-12)
-            rays = camera.pixel_rays(vertices.dtype).reshape(-1, 3)  # (B or 1) * H * W
-            view = -rays.index_select(0, pixels if rays.shape[0] == b * h * w else pixels % (h * w))
-            diffuse, spec = _per_image(lambda n, v, r, s_: shading_terms(n[None], v[None], s_, r), fragments,
-                                       pixel_normals, view, pixel.get("roughness"), sh=sh)
-            computed["normals"] = pixel_normals
-            computed["albedo"] = pixel["albedo"]
-            color = pixel["albedo"] * diffuse
+    def _shade_vertices(self, frame: _Frame, materials: dict, sh: torch.Tensor
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Shade the vertices and interpolate the result: where the materials are per vertex too, a
+        single 3-channel interpolation carries the whole colour. Returns the ``(B, H, W, 3)`` image
+        and the per-pixel values computed on the way."""
+        values = {name: value for name, (_, value) in materials.items()}
+        has_specular = "specular" in values
+        view = F.normalize(-frame.cam_vertices, dim=-1, eps=1e-12) if has_specular else None
+        rough = values.get("roughness")
+        rough = rough[:, None] if rough is not None and rough.ndim == 2 else rough
+        diffuse, spec = shading_terms(frame.normals, view, sh, rough)
+        if all(kind != "uv" for kind, _ in materials.values()):
+            color = _as_vertex(values["albedo"]) * diffuse
             if spec is not None:
-                color = color + pixel["specular"] * spec
+                color = color + _as_vertex(values["specular"]) * spec
+            return frame.interpolate(color, dense=True), {}  # straight into the image: no compact copy
+        terms = {"diffuse": diffuse} if spec is None else {"diffuse": diffuse, "spec": spec}
+        pixel = _interpolate_many(terms, frame.interpolate)
+        pixel.update(frame.at_pixels(materials, {n: values[n] for n in ("albedo", "specular") if n in values}))
+        color = pixel["albedo"] * pixel["diffuse"]
+        if spec is not None:
+            color = color + pixel["specular"] * pixel["spec"]
+        return frame.fragments.to_image(color), {"albedo": pixel["albedo"]}
 
-        if image is None:
-            image = to_image(color)
+    def _shade_pixels(self, frame: _Frame, materials: dict, sh: torch.Tensor, camera: PinholeCamera
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Interpolate normals and materials to the covered pixels and shade there."""
+        values = {name: value for name, (_, value) in materials.items()}
+        pixel = frame.at_pixels(materials, {"normals": frame.normals, **values})
+        pixel_normals = F.normalize(pixel["normals"], dim=-1, eps=1e-12)
+        b, h, w = frame.fragments.shape
+        pixels = frame.fragments.pixels
+        rays = camera.pixel_rays(frame.cam_vertices.dtype).reshape(-1, 3)  # (B or 1) * H * W
+        view = -rays.index_select(0, pixels if rays.shape[0] == b * h * w else pixels % (h * w))
+        diffuse, spec = _per_image(lambda n, v, r, s_: shading_terms(n[None], v[None], s_, r), frame.fragments,
+                                   pixel_normals, view, pixel.get("roughness"), sh=sh)
+        color = pixel["albedo"] * diffuse
+        if spec is not None:
+            color = color + pixel["specular"] * spec
+        return frame.fragments.to_image(color), {"normals": pixel_normals, "albedo": pixel["albedo"]}
+
+    def _composite(self, frame: _Frame, image: torch.Tensor, background: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image over its background, and the coverage mask (both antialiased when asked for)."""
+        mask = (frame.rast[..., 3:] > 0).to(image.dtype)
         if background is not None:
-            image = image + background.to(image) * (1 - covered)
-        mask = covered
+            image = image + background.to(image) * (1 - mask)
         if self.antialias:
-            both = antialias(torch.cat([image, mask], -1), rast, clip, tri, topology=self.topology,
-                             backend=self.backend)
+            both = antialias(torch.cat([image, mask], -1), frame.rast, frame.clip, self.triangles,
+                             topology=self.topology, backend=self.backend)
             image, mask = both[..., :3], both[..., 3:]
+        return image, mask
 
-        def compute(name: str) -> torch.Tensor:
-            if name in computed:
-                values = computed[name]
-            elif name == "depth":
-                values = interp(-cam_vertices[..., 2:3])
-            elif name == "normals":
-                values = F.normalize(interp(normals), dim=-1, eps=1e-12)
-            else:
-                values = at_pixels({"albedo": present["albedo"]})["albedo"]
-            return to_image(values)
-
-        return RenderOutput(image=image, mask=mask, rast=rast, _compute=compute)
+    @staticmethod
+    def _extra(frame: _Frame, materials: dict, computed: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """The ``(B, H, W, C)`` image of a :class:`RenderOutput` extra (depth, normals, albedo)."""
+        if name in computed:
+            values = computed[name]
+        elif name == "depth":
+            values = frame.interpolate(-frame.cam_vertices[..., 2:3])
+        elif name == "normals":
+            values = F.normalize(frame.interpolate(frame.normals), dim=-1, eps=1e-12)
+        else:
+            values = frame.at_pixels(materials, {"albedo": materials["albedo"][1]})["albedo"]
+        return frame.fragments.to_image(values)
 
     def _sample_maps(self, maps: dict[str, torch.Tensor], uv: torch.Tensor, images: torch.Tensor,
                      to_image: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor
@@ -291,6 +283,51 @@ class Renderer(nn.Module):
                 dense = texture(stacked, to_image(uv), boundary_mode="clamp", backend=self.backend)
                 sampled = dense.reshape(-1, dense.shape[-1]).index_select(0, pixels)
             out.update(zip(names, sampled.split(sizes, -1), strict=True))
+        return out
+
+
+@dataclass
+class _Frame:
+    """One render's geometry: camera-frame vertices and normals, clip positions, the raster and its
+    covered pixels; per-vertex values and materials are interpolated at those pixels through the
+    public primitives."""
+
+    renderer: Renderer
+    cam_vertices: torch.Tensor
+    normals: torch.Tensor
+    clip: torch.Tensor
+    rast: torch.Tensor
+    fragments: Fragments
+    _uv: torch.Tensor | None = None
+
+    def interpolate(self, values: torch.Tensor, triangles: torch.Tensor | None = None, dense: bool = False
+                    ) -> torch.Tensor:
+        """Per-vertex ``values`` at the covered pixels, ``(M, C)``, or as ``(B, H, W, C)`` images."""
+        triangles = self.renderer.triangles if triangles is None else triangles
+        return interpolate(values, self.rast, triangles, backend=self.renderer.backend, covered_only=not dense)
+
+    def at_pixels(self, materials: dict, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Materials and per-vertex values at the covered pixels, ``(M, C)`` each: one interpolation
+        for all per-vertex ones, one texture sampling per map size."""
+        out: dict[str, torch.Tensor] = {}
+        per_vertex, maps = {}, {}
+        images = self.fragments.images
+        for name, value in values.items():
+            kind = materials[name][0] if name in materials else "vertex"
+            if kind == "vertex":
+                per_vertex[name] = value
+            elif kind == "uv":
+                maps[name] = value
+            else:  # constant (B or 1, C)
+                out[name] = value.index_select(0, images) if value.shape[0] > 1 else \
+                    value.expand(images.shape[0], -1)
+        if per_vertex:
+            out.update(_interpolate_many(per_vertex, self.interpolate))
+        if maps:
+            if self._uv is None:
+                self._uv = self.interpolate(self.renderer.uvs, self.renderer.uv_triangles)
+            out.update(self.renderer._sample_maps(maps, self._uv, images, self.fragments.to_image,
+                                                  self.fragments.pixels))
         return out
 
 
