@@ -28,7 +28,6 @@ from facenet3d.landmarks.image_io import LoadedImage, read_image
 from facenet3d.params import FaceParams
 from facenet3d.refine import FitTarget, RefineConfig, initial_params, load_refine_config
 from facenet3d.refine import refine as run_refinement
-from facenet3d.refine.config import REFINE_CHOICES  # noqa: F401  (re-exported)
 from facenet3d.refine.maps_stage import FaceMaps, statistical_maps
 from facenet3d.render import Renderer, rotation_6d_to_matrix
 

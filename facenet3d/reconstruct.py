@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facenet3d.refine.config import REFINE_CHOICES
+#: ``--refine`` choices: regressor only, landmark + photometric fit, and also per-texel maps.
+REFINE_CHOICES = ("none", "fast", "full")
 
 if TYPE_CHECKING:  # torch-heavy imports happen inside the functions: `facenet3d --help` stays fast
     from facenet3d.api import FaceReconstructor
+
 
 def run(args: argparse.Namespace) -> int:
     if not args.inputs and args.webcam is None:

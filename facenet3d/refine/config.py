@@ -17,8 +17,6 @@ from facenet3d.resources import CONFIGS_DIR
 CONFIG_DIR = CONFIGS_DIR / "refine"
 
 
-#: ``--refine`` choices: regressor only, landmark + photometric fit, and also per-texel maps.
-REFINE_CHOICES = ("none", "fast", "full")
 
 
 @dataclass
