@@ -77,7 +77,7 @@ def tiny_graph(faces_dir: Path, tmp_path_factory):
     from facenet3d.network.weights import face_model_for
     from facenet3d.onnx import export_onnx
 
-    model = face_model_for("default")  # the face model of the shipped regressors
+    model = face_model_for("fast")  # the face model of the fast regressor (v1: small and quick to test)
     crops = aligned_crops(real_photos(faces_dir, 4), get_variant("tiny").crop_size)[0]
     regressor = perturbed_regressor("tiny", model, crops)
     onnx = export_onnx(regressor, model, tmp_path_factory.mktemp("graph") / "tiny.onnx")

@@ -30,7 +30,7 @@ from facenet3d.render import rotation_6d_to_matrix as torch_rotation_6d_to_matri
 
 @pytest.fixture(scope="module")
 def model():
-    return face_model_for("default")  # the face model of the shipped regressors
+    return face_model_for("fast")  # the face model of the fast regressor (v1: small and quick to test)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ N_IMAGES = 16
 
 @pytest.fixture(scope="module")
 def model():
-    return face_model_for("default")  # the face model of the shipped regressors
+    return face_model_for("fast")  # the face model of the fast regressor
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def aflw_dir(shared):
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
-def test_shipped_weights_load_with_the_default_face_model(name, model):
+def test_shipped_weights_load_with_the_face_model_they_name(name):
+    model = face_model_for(name)
     meta = read_regressor_metadata(name)
     assert pretrained_path(name).stat().st_size < 50e6
     assert meta["regressor"]["face_model_fingerprint"] == face_model_fingerprint(model)

@@ -205,12 +205,12 @@ def test_turned_error_tells_a_trained_regressor_from_an_untrained_one(photo_cach
     from facenet3d.network import create_regressor, load_regressor
     from facenet3d.network.weights import face_model_for
 
-    model = face_model_for("default")  # the face model of the shipped regressors
+    model = face_model_for("fast")  # the face model of the profiled v2 regressors
     cache = PhotoCache(photo_cache)
     items = [(0, i) for i in range(len(cache))]
     plain = CachedFaceDataset([cache], items, 160, None)
     turned = CachedFaceDataset([cache], items, 160, turning(60.0, 80.0))
-    trained = load_regressor("default", model)
+    trained = load_regressor("fast", model)
     untrained = create_regressor("resnet18", model)  # the mean face, facing the camera
     assert landmark_errors(trained, model, plain, progress=False).shape == (len(cache), 3)
     good = landmark_errors(trained, model, turned, turned_only=True, progress=False)

@@ -40,7 +40,7 @@ METADATA_KEY = "facenet3d"
 #: ``"default"`` is the ``resnet18`` variant (the best accuracy CPU training gave), ``"fast"`` the
 #: ``mobilenetv3`` variant (the least inference time per face).
 PRETRAINED: dict[str, str] = {
-    "default": "facenet3d_regressor_resnet18_v2.safetensors",
+    "default": "facenet3d_regressor_resnet18_v3.safetensors",
     "fast": "facenet3d_regressor_mobilenetv3_v2.safetensors",
 }
 
