@@ -35,7 +35,7 @@ def shared_root() -> Path:
 
 
 def bench_folder(folder: Path, n: int, workers: int | None, size: int) -> dict:
-    from facenet3d.landmarks.cache import collect_photos, preprocess
+    from facenet3d.landmarks.image_io import collect_photos, preprocess
 
     photos = collect_photos([folder])
     random.Random(0).shuffle(photos)

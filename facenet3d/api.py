@@ -22,7 +22,7 @@ from facenet3d.errors import NoFaceError
 from facenet3d.export.bundle import FaceResult
 from facenet3d.export.records import params_record
 from facenet3d.facemodel import MorphableModel, load_face_model
-from facenet3d.landmarks.cache import face_crop_arrays
+from facenet3d.landmarks.crop import face_crop_arrays
 from facenet3d.landmarks.detect import DetectedFace, FaceDetector
 from facenet3d.landmarks.image_io import LoadedImage, read_image
 from facenet3d.params import FaceParams

@@ -103,7 +103,8 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
         ``(photos, failures)``: resolved photo paths in input order, and ``(input, message)`` for
         each path that does not exist, cannot be listed, or is a folder without photos.
     """
-    from facenet3d.landmarks.cache import CacheUsageError, collect_photos
+    from facenet3d.errors import PhotoInputError
+    from facenet3d.landmarks.image_io import collect_photos
 
     photos: list[Path] = []
     failures: list[tuple[Path, str]] = []
@@ -111,7 +112,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
     for item in inputs:
         try:
             found = collect_photos([item])
-        except CacheUsageError as e:
+        except PhotoInputError as e:
             message = str(e) if str(Path(item)) in str(e) else f"{item}: {e}"
             failures.append((Path(item), message))
             continue

@@ -74,3 +74,7 @@ class MissingExtraError(Facenet3DError, ImportError):
         self.package = package
         self.extra = extra
         super().__init__(f"{feature} needs {package}, which is not installed: pip install 'facenet3d[{extra}]'")
+
+
+class PhotoInputError(Facenet3DError, ValueError):
+    """Photos asked for that are not there: a missing file or folder, or no photo found."""

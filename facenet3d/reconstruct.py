@@ -121,16 +121,11 @@ def run_onnx(args: argparse.Namespace) -> int:
     if not args.onnx:
         print("error: --backend onnx needs --onnx FILE (write one with `facenet3d export-onnx`)", file=sys.stderr)
         return 2
-    from facenet3d.infer.__main__ import build_parser
-    from facenet3d.infer.__main__ import run as run_infer
+    from facenet3d.infer.__main__ import run_runtime
 
-    camera = [] if args.webcam is None else ["--webcam", str(args.webcam)]
-    infer_args = build_parser().parse_args([*map(str, args.inputs), "-o", str(args.output), "--onnx", args.onnx,
-                                            *camera])
-    for name in ("model", "max_faces", "quiet", "threads", "provider", "overwrite", "verbose", "engine", "ray_address",
-                 "num_workers", "table"):
-        setattr(infer_args, name, getattr(args, name))
-    return run_infer(infer_args)
+    shared = ("model", "max_faces", "quiet", "threads", "provider", "overwrite", "verbose", "engine", "ray_address",
+              "num_workers", "table", "webcam")
+    return run_runtime(args.inputs, args.output, args.onnx, **{name: getattr(args, name) for name in shared})
 
 
 def register(sub: argparse._SubParsersAction) -> None:

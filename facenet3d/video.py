@@ -68,7 +68,7 @@ def detect_clip(reconstructor, frames: Iterable[tuple[int, float, np.ndarray]]) 
         reconstructor: a :class:`~facenet3d.api.FaceReconstructor` (its detector and crop size).
         frames: ``(index, time_s, (H, W, 3) uint8 RGB)`` (:func:`facenet3d.video_io.frame_source`).
     """
-    from facenet3d.landmarks.cache import face_crop_arrays
+    from facenet3d.landmarks.crop import face_crop_arrays
 
     out = ClipFrames()
     for index, t, rgb in frames:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 #: ``--engine`` choices: this process, or Ray Data (:mod:`facenet3d.infer.ray_engine`).
@@ -66,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each frame's JSON line here as it is made, flushed ('-': stdout)")
     v.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop a video or camera after N frames")
     return p
+
+
+def run_runtime(inputs: Sequence[str | Path], output: str | Path, onnx: str | Path, **options) -> int:
+    """Run the runtime as ``python -m facenet3d.infer`` does, from Python: ``options`` by their
+    argument names (``max_faces=1``, ``engine="ray"``, ``webcam=0``, ...), the others at the
+    command's defaults. Returns the command's exit status.
+
+    Raises:
+        TypeError: an option the command does not have.
+    """
+    args = build_parser().parse_args(["-o", str(output), "--onnx", str(onnx)])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"unknown runtime options: {unknown}")
+    vars(args).update(options, inputs=[str(i) for i in inputs])
+    return run(args)
 
 
 def add_runtime_options(p: argparse.ArgumentParser, onnx_required: bool = True) -> None:

@@ -164,7 +164,7 @@ def test_expression_auc_needs_arkit_names():
 
 
 def test_select_photos_pairs_neutral_with_rare_emotions_first(faces_dir):
-    from facenet3d.landmarks.cache import photo_labels
+    from facenet3d.landmarks.photo_labels import photo_labels
 
     folder = faces_dir / "lfw-expressions"
     photos = sorted(folder.glob("*.jpg"))

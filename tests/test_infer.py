@@ -438,3 +438,13 @@ def test_reconstruct_command_dispatches_to_the_runtime(faces_dir, tmp_path, onnx
                            "--onnx", str(onnx_path), "--quiet"]) == 1
     assert "camera 57" in (tmp_path / "cam/failures.json").read_text()
     assert facenet3d_main(["reconstruct", "--webcam", "57", "-o", str(tmp_path / "cam")]) == 2
+
+
+def test_run_runtime_refuses_an_option_the_command_lacks(tmp_path):
+    """``facenet3d reconstruct --backend onnx`` calls the runtime as a function with named options;
+    a misspelt one is an error, not silently ignored."""
+    from facenet3d.infer.__main__ import run_runtime
+
+    with pytest.raises(TypeError, match="max_face"):
+        run_runtime([], tmp_path / "out", tmp_path / "g.onnx", max_face=1)
+    assert run_runtime([], tmp_path / "out", tmp_path / "g.onnx") == 2  # no inputs: a usage error

@@ -175,7 +175,7 @@ def label_folder(root: str | os.PathLike, out_dir: str | os.PathLike, teacher, d
     from tqdm import tqdm
 
     from facenet3d.atomic import atomic_path
-    from facenet3d.landmarks.cache import collect_photos
+    from facenet3d.landmarks.image_io import collect_photos
 
     root = Path(root).resolve()
     photos = collect_photos([root])[:limit]

@@ -161,7 +161,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def _photos(args: argparse.Namespace):
-    from facenet3d.landmarks.cache import collect_photos
+    from facenet3d.landmarks.image_io import collect_photos
 
     return collect_photos(args.photos)
 

@@ -255,7 +255,7 @@ def select_expression_photos(photos: Sequence[Path], emotions: Sequence[str] = E
     a person's one surprised photo is not crowded out by ten smiling ones; within an emotion
     the photos are evenly spaced. ``None`` (or 0) takes every person / photo.
     """
-    from facenet3d.landmarks.cache import photo_labels
+    from facenet3d.landmarks.photo_labels import photo_labels
 
     wanted = set(emotions)
     by_person: dict[str, dict[str, list[Path]]] = {}

@@ -55,8 +55,8 @@ def ita_degrees(linear_rgb: np.ndarray) -> float:
 
 def race_groups(photos: list[Path]) -> dict[int, list[Path]]:
     """Photos by UTKFace race label (file-name parsing of
-    :func:`~facenet3d.landmarks.cache.photo_labels`), sorted; unlabelled photos dropped."""
-    from facenet3d.landmarks.cache import photo_labels
+    :func:`~facenet3d.landmarks.photo_labels.photo_labels`), sorted; unlabelled photos dropped."""
+    from facenet3d.landmarks.photo_labels import photo_labels
 
     groups: dict[int, list[Path]] = {}
     for p in photos:

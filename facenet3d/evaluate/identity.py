@@ -29,8 +29,8 @@ from facenet3d.evaluate.methods import Method, MethodUnavailableError
 
 def identity_groups(photos: list[Path], label: str = "identity") -> dict[str, list[Path]]:
     """Photos grouped by their ``label`` (``labels.csv`` beside them; see
-    :func:`~facenet3d.landmarks.cache.photo_labels`), each group sorted; unlabelled photos dropped."""
-    from facenet3d.landmarks.cache import photo_labels
+    :func:`~facenet3d.landmarks.photo_labels.photo_labels`), each group sorted; unlabelled photos dropped."""
+    from facenet3d.landmarks.photo_labels import photo_labels
 
     groups: dict[str, list[Path]] = defaultdict(list)
     for p in photos:

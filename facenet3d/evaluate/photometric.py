@@ -89,7 +89,7 @@ class PhotoFidelity:
             ImageReadError, NoFaceError: unreadable photo or no face.
         """
         from facenet3d.api import MAX_DECODE_SIDE
-        from facenet3d.landmarks.cache import face_crop_arrays
+        from facenet3d.landmarks.crop import face_crop_arrays
         from facenet3d.landmarks.image_io import read_image
         from facenet3d.refine import FitTarget
 
@@ -117,7 +117,7 @@ def evaluate_photometric(method: Method, photos: list[Path], n: int | None = Non
 
     Args:
         method: a method that reconstructs (not ``mediapipe``).
-        photos: photo files (sorted; see :func:`~facenet3d.landmarks.cache.collect_photos`).
+        photos: photo files (sorted; see :func:`~facenet3d.landmarks.image_io.collect_photos`).
         n: use this many, evenly spaced over the list (None: all).
         progress: show a progress bar.
 

@@ -43,23 +43,22 @@ with their largest face; ``faces`` records how many were found.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
 import shutil
 import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from facenet3d.atomic import write_text
-from facenet3d.errors import Facenet3DError
+from facenet3d.errors import Facenet3DError, PhotoInputError
 from facenet3d.landmarks.align import DEFAULT_CROP_SIZE
-from facenet3d.landmarks.image_io import IMAGE_SUFFIXES
+from facenet3d.landmarks.crop import face_crop_arrays
+from facenet3d.landmarks.image_io import collect_photos
+from facenet3d.landmarks.photo_labels import photo_labels
 
 CACHE_FORMAT = "facenet3d-photo-cache"
 CACHE_VERSION = 1
@@ -88,7 +87,7 @@ def array_specs(size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     }
 
 
-class CacheUsageError(Facenet3DError, ValueError):
+class CacheUsageError(PhotoInputError):
     """The cache folder or the inputs do not fit the request (exit status 2 on the CLI)."""
 
 
@@ -119,87 +118,6 @@ def process_photo(path: str | os.PathLike, detector, size: int = DEFAULT_CROP_SI
     meta = {"width": image.original_size[0], "height": image.original_size[1], "faces": len(faces),
             "score": round(face.score, 4), "box": [round(float(v), 2) for v in face.box]}
     return meta, face_crop_arrays(image, face, size)
-
-
-def face_crop_arrays(image, face, size: int = DEFAULT_CROP_SIZE, forward: np.ndarray | None = None
-                     ) -> dict[str, np.ndarray]:
-    """The aligned crop of one detected face with its landmarks, masks and transforms.
-
-    Args:
-        image: the photo (``(H, W, 3)`` uint8 or a ``LoadedImage``).
-        face: a :class:`~facenet3d.landmarks.detect.DetectedFace` in original photo pixels.
-        size: crop side, px.
-        forward: ``(2, 3)`` photo px -> crop px to crop with instead of aligning the face's
-            landmarks (e.g. :func:`~facenet3d.landmarks.align.box_alignment_matrix`).
-
-    Returns:
-        The arrays of :func:`array_specs` (without the leading item axis).
-    """
-    from facenet3d.landmarks.align import align_face, crop_image
-    from facenet3d.landmarks.masks import face_and_skin_masks
-
-    aligned = align_face(image, face.landmarks68, size) if forward is None else crop_image(image, forward, size)
-    in_crop = face.transformed(aligned.forward)
-    face_m, skin_m = face_and_skin_masks(in_crop.landmarks478, (size, size))
-    return {"crop": aligned.crop, "landmarks478": in_crop.landmarks478, "landmarks68": in_crop.landmarks68,
-            "face_mask": face_m, "skin_mask": skin_m, "forward": aligned.forward, "inverse": aligned.inverse}
-
-
-# -- labels -----------------------------------------------------------------------------------
-
-_UTK = re.compile(r"^(\d+)_(\d)_(\d)_\d+")
-
-
-@lru_cache(maxsize=256)
-def _folder_labels(folder: str) -> dict[str, dict[str, str]]:
-    table = Path(folder) / "labels.csv"
-    if not table.is_file():
-        return {}
-    with open(table, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    key = next((k for k in ("image", "file", "filename", "path") if rows and k in rows[0]), None)
-    if key is None:
-        return {}
-    return {r[key]: {k: v for k, v in r.items() if k != key and k is not None} for r in rows}
-
-
-def photo_labels(path: str | os.PathLike) -> dict:
-    """Labels of a photo from a ``labels.csv`` beside it and/or its UTKFace-style file name."""
-    p = Path(path)
-    labels: dict = dict(_folder_labels(str(p.parent)).get(p.name, {}))
-    m = _UTK.match(p.name)
-    if m and p.name.endswith(".chip.jpg"):
-        labels.update(age=int(m.group(1)), gender=int(m.group(2)), race=int(m.group(3)))
-    return labels
-
-
-# -- inputs -----------------------------------------------------------------------------------
-
-
-def collect_photos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Photo files from files and folders (folders searched recursively, sorted), deduplicated.
-
-    Raises:
-        CacheUsageError: an input does not exist or nothing was found.
-    """
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-        elif p.is_file():
-            found = [p]
-        else:
-            raise CacheUsageError(f"{p}: no such file or folder")
-        for q in found:
-            r = q.resolve()
-            if r not in seen:
-                seen.add(r)
-                out.append(r)
-    if not out:
-        raise CacheUsageError("no photos found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
-    return out
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facenet3d.errors import ImageReadError
+from facenet3d.errors import ImageReadError, PhotoInputError
 
 #: File-name suffixes taken as photos when a folder is scanned.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -174,3 +175,29 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
         background = np.asarray(ALPHA_BACKGROUND, dtype=np.float32)
         return (rgba[..., :3] * alpha + background * (1.0 - alpha)).round().astype(np.uint8)
     return np.asarray(im.convert("RGB"))
+
+
+def collect_photos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Photo files from files and folders (folders searched recursively, sorted), deduplicated.
+
+    Raises:
+        PhotoInputError: an input does not exist or nothing was found.
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+        elif p.is_file():
+            found = [p]
+        else:
+            raise PhotoInputError(f"{p}: no such file or folder")
+        for q in found:
+            r = q.resolve()
+            if r not in seen:
+                seen.add(r)
+                out.append(r)
+    if not out:
+        raise PhotoInputError("no photos found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+    return out
