@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facenet3d.landmarks.cache import CacheUsageError, preprocess
+    from facenet3d.errors import PhotoInputError
+    from facenet3d.landmarks.cache import preprocess
 
     if args.workers is not None and args.workers < 1 or args.shard_size < 1 or args.max_faces < 1:
         print("error: --workers, --shard-size and --max-faces must be positive")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         report = preprocess(args.inputs, args.output, size=args.size, workers=args.workers,
                             shard_size=args.shard_size, progress=not args.no_progress,
                             detector_kwargs={"max_faces": args.max_faces})
-    except CacheUsageError as e:
+    except PhotoInputError as e:  # missing photos, or a cache folder it cannot use (CacheUsageError)
         print(f"error: {e}")
         return EXIT_USAGE
     for f in report.failed:
