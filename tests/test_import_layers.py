@@ -48,23 +48,19 @@ MODULES = _modules()
 
 
 def _imports(path: Path, module_level_only: bool = False) -> set[str]:
-    """Absolute names imported by a module (``from a.b import c`` gives ``a.b.c`` and ``a.b``)."""
+    """Absolute names imported by a module (``from a.b import c`` gives ``a.b.c`` and ``a.b``).
+
+    With ``module_level_only``, the imports executed when the module is imported: its top-level
+    statements, including those inside top-level ``if`` / ``try`` blocks, but not ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text())
-    nodes = tree.body if module_level_only else ast.walk(tree)
+    if not module_level_only:
+        return {name for node in ast.walk(tree) for name in _imports_of(node)}
     names: set[str] = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-        elif module_level_only and isinstance(node, (ast.If, ast.Try)):
-            # ``if TYPE_CHECKING:`` blocks are not executed; try/except imports are.
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
-            for child in ast.walk(node):
-                if isinstance(child, (ast.Import, ast.ImportFrom)):
-                    names.update(_imports_of(child))
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        nodes = ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else (node,)
+        names.update(name for child in nodes for name in _imports_of(child))
     return names
 
 

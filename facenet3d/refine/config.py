@@ -17,8 +17,6 @@ from facenet3d.resources import CONFIGS_DIR
 CONFIG_DIR = CONFIGS_DIR / "refine"
 
 
-
-
 @dataclass
 class LandmarkStageConfig:
     """Stage A: pose, identity and expression from landmarks."""
