@@ -188,10 +188,7 @@ class FaceReconstructor:
         if self.regressor is not None:
             if progress is not None:
                 progress("regress", 0, 1)
-            with torch.no_grad():
-                start = self.regressor.predict(target.image)
-            # The network is trained with a soft penalty on the bounds; its answer is kept inside them.
-            self.model.clamp_expression_(start.expression)
+            start = self.regress(target.image)
         t_regress = time.perf_counter() - t1
         if refine == "none" or not found:
             # Without MediaPipe's points there is nothing to refine against: the start as it is.
@@ -210,6 +207,17 @@ class FaceReconstructor:
         out = [self._assemble(i, params, maps, faces[i], crops[i], refine, seconds, hw) for i in range(len(faces))]
         out[0].landmarks_found = found
         return out
+
+    def regress(self, crops: torch.Tensor) -> FaceParams | None:
+        """The regressor's parameters of ``(B, 3, S, S)`` aligned crops (None without a regressor),
+        expression weights inside the model's bounds: the network is trained with a soft penalty on
+        them, and every consumer of its answer (refinement starts, exports) expects them kept."""
+        if self.regressor is None:
+            return None
+        with torch.no_grad():
+            start = self.regressor.predict(crops)
+        self.model.clamp_expression_(start.expression)
+        return start
 
     def _face_in_box(self, loaded, box: np.ndarray, source: str | None
                      ) -> tuple[DetectedFace, bool, np.ndarray | None]:

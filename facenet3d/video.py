@@ -126,10 +126,7 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
         target = _target([clip.crops[i] for i in rows], rec.device)
         if offsets is not None:
             target = offset_target(target, offsets)
-        with torch.no_grad():
-            start = rec.regressor.predict(target.image) if rec.regressor is not None else None
-            if start is not None:
-                model.clamp_expression_(start.expression)
+        start = rec.regress(target.image)
         if identity is not None:
             if start is None:
                 start = FaceParams.neutral(len(rows), model.identity_dim, model.expression_dim, model.albedo_dim,
@@ -150,8 +147,7 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
         progress("identity", 0, 1)
     if len(chosen) >= OFFSET_MIN_FRAMES:
         target = _target([clip.crops[i] for i in chosen], rec.device)
-        with torch.no_grad():
-            start = rec.regressor.predict(target.image) if rec.regressor is not None else None
+        start = rec.regress(target.image)
         stage = config.landmarks if config is not None else LandmarkStageConfig()
         offsets = detector_offsets(model, target, stage, initial_params(model, target, start))
     first = fit(chosen, None)
