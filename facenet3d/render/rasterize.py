@@ -53,13 +53,19 @@ from facenet3d.render.backend import resolve_backend
 # settles the (rare) double coverage.
 _INSIDE_EPS = 1e-5
 # Largest number of (triangle, pixel) candidates tested at once, to bound memory.
-_MAX_CANDIDATES = 1 << 22
-_NO_HIT = torch.iinfo(torch.int64).max
+_MAX_CANDIDATES = 1 << 20
 _TRI_BITS = 31
 _TRI_MASK = (1 << _TRI_BITS) - 1
+# Depth-test keys are (z/w + 1) 2^29 above the triangle index. A candidate outside its triangle
+# gets z/w = _MISS_Z, i.e. a key of at least _MISS, beyond any hit's (z/w <= 1).
+_MISS_Z = 3.0
+_MISS = int(_MISS_Z + 1) << (29 + _TRI_BITS)
 # Images up to this many pixels read pixel centres from a cached table instead of dividing indices.
 _CENTRE_TABLE_MAX = 1 << 18
 _CACHE_SIZE = 16
+# A stencil pass costs about as much as testing this many candidates (per-operation overheads),
+# so a sparse class is tested with a larger stencil that runs anyway when that costs less.
+_PASS_COST = 8192
 
 _T = TypeVar("_T")
 _cache: dict[tuple, tuple[weakref.ref, object]] = {}
@@ -254,6 +260,15 @@ def _check_pos_tri(pos: torch.Tensor, tri: torch.Tensor) -> None:
         raise RenderError(f"at most {(1 << _TRI_BITS) - 1} triangles, got {tri.shape[0]}")
 
 
+@functools.lru_cache(maxsize=16)
+def _viewport(h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """NDC to pixels for an ``H x W`` image: ``(3, 1, 1)`` scale and offset of ``(x, y, z)`` (z
+    stays z/w), and the ``(2, 1)`` last pixel column and row (shared: do not modify)."""
+    half = torch.tensor([0.5 * w, 0.5 * h, 1.0], dtype=dtype, device=device)[:, None, None]
+    offset = torch.tensor([0.5 * w, 0.5 * h, 0.0], dtype=dtype, device=device)[:, None, None]
+    return half, offset, torch.tensor([[w - 1.0], [h - 1.0]], dtype=dtype, device=device)
+
+
 class _Setup:
     """Per-triangle screen-space quantities shared by the visibility and barycentric passes.
 
@@ -273,17 +288,16 @@ class _Setup:
         self.safe_w = torch.where(cw > 0, cw, 1.0)  # (3, T)
         self.ndc = c[:3] / self.safe_w  # (3 [x, y, z], 3, T)
         # Pixel coordinates (x right, y along rows) and z/w of every corner.
-        half = c.new_tensor([0.5 * w, 0.5 * h, 1.0])[:, None, None]
-        offset = c.new_tensor([0.5 * w, 0.5 * h, 0.0])[:, None, None]
+        half, offset, _ = _viewport(h, w, c.dtype, c.device)
         self.screen = torch.addcmul(offset, self.ndc, half)  # (3 [x, y, z], 3, T)
         xy_j = self.screen[:2].roll(-1, 1)
         edge = self.screen[:2].roll(-2, 1) - xy_j  # edge i: corner i + 1 -> corner i + 2, (2, 3, T)
         self.ex, self.ey = edge[0], edge[1]
         self.area = self.ex[1] * self.ey[2] - self.ey[1] * self.ex[2]  # twice the signed area, (T,)
-        z = self.screen[2]
+        self.z_range = torch.aminmax(self.screen[2], dim=0)  # nearest and farthest corner's z/w, (T,) each
         # NaN anywhere makes these comparisons false; infinities make the area non-finite.
-        self.ok = ((cw.amin(0) > 0) & (self.area.abs() > 0) & torch.isfinite(self.area) & (z.amin(0) <= 1)
-                   & (z.amax(0) >= -1))
+        self.ok = ((cw.amin(0) > 0) & (self.area != 0) & torch.isfinite(self.area) & (self.z_range.min <= 1)
+                   & (self.z_range.max >= -1))
         self.inv_area = torch.where(self.ok, 1.0 / torch.where(self.ok, self.area, 1.0), 0.0)
         # lam_i(p) = lam_a[i] (p_x - x_j) + lam_b[i] (p_y - y_j): the screen barycentric of corner i.
         self.lam_a, self.lam_b = -self.ey * self.inv_area, self.ex * self.inv_area  # (3, T)
@@ -305,11 +319,11 @@ def visible_triangles(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[in
     if tri.shape[0] == 0 or pos.shape[1] == 0:
         return torch.full((pos.shape[0], *resolution), -1, dtype=torch.int64, device=pos.device)
     hits = _nearest_hits(_Setup(pos, tri, resolution))
-    return torch.where(hits == _NO_HIT, -1, hits & _TRI_MASK).view(pos.shape[0], *resolution)
+    return torch.where(hits >= _MISS, -1, hits & _TRI_MASK).view(pos.shape[0], *resolution)
 
 
 def _nearest_hits(setup: _Setup) -> torch.Tensor:
-    """``(B * H * W,)`` int64 depth-test keys from a triangle setup: ``_NO_HIT`` where no triangle
+    """``(B * H * W,)`` int64 depth-test keys from a triangle setup: ``_MISS`` or more where no triangle
     covers the pixel centre, else the winner's quantised ``z/w`` above its index (``& _TRI_MASK``)."""
     b, _, f, h, w = setup.shape
     device = setup.area.device
@@ -318,54 +332,89 @@ def _nearest_hits(setup: _Setup) -> torch.Tensor:
     # Bounding box of the pixel centres inside the triangle's box, clamped to the image; floats
     # are clamped first so that a huge coordinate cannot overflow the integer conversion.
     big = float(max(w, h) + 1)
-    lo = torch.ceil(setup.screen[:2].amin(1).clamp(-1.0, big) - 0.5).clamp_min(0.0)  # (2, T)
-    limit = lo.new_tensor([w - 1.0, h - 1.0])[:, None]
-    count = torch.minimum(torch.floor(setup.screen[:2].amax(1).clamp(-1.0, big) - 0.5), limit) - lo + 1
-    ok = ok & (count[0] > 0) & (count[1] > 0)
-    lo = torch.where(ok, lo, 0.0)
-    count = torch.where(ok, count, 0.0)
+    low, high = torch.aminmax(setup.screen[:2], dim=1)  # (2, T) each
+    lo = torch.ceil(low.clamp_(-1.0, big).sub_(0.5)).clamp_min_(0.0)
+    last = torch.floor(high.clamp_(-1.0, big).sub_(0.5))
+    count = torch.minimum(last, _viewport(h, w, lo.dtype, device)[2]).sub_(lo).add_(1)
+    ok = ok & (count.amin(0) > 0)
+    count = torch.where(ok, count, 0.0)  # culled triangles' boxes are never read, but index the side table
 
-    # Barycentric plane of each corner over the box: lam_i = c_i + a_i dx + b_i dy, with (dx, dy)
-    # the pixel offset from the box's first pixel centre; all three are >= 0 inside, either winding.
+    # Each triangle's stencil test evaluates rows ``c + a dx + b dy`` over the pixel offsets
+    # ``(dx, dy)`` from its box's first pixel centre: the three barycentrics (all >= 0 inside,
+    # either winding), the box's right and bottom limits ``count - 0.5 - d`` (>= 0 inside the box,
+    # which keeps a stencil larger than the box from reaching past it or wrapping into the next
+    # row), and z/w, which is affine in screen space too.
     lam_a, lam_b = setup.lam_a, setup.lam_b
     lam_c = lam_a * (lo[0] + 0.5 - setup.xy_j[0]) + lam_b * (lo[1] + 0.5 - setup.xy_j[1])
-    z = torch.where(ok, z, 0.0)  # z/w is affine in screen space: the same planes carry it
-    planes = torch.cat([lam_a, lam_b, lam_c, (lam_a * z).sum(0, keepdim=True), (lam_b * z).sum(0, keepdim=True),
-                        (lam_c * z).sum(0, keepdim=True)]).float()  # (12, T)
-    count, lo = count.long(), lo.long()
-    start = lo[1] * w + lo[0]
+    planes = z.new_empty(3, 6, z.shape[1])  # (3 [a, b, c], 6, T)
+    planes[0, :3], planes[1, :3], planes[2, :3], planes[2, 3:5] = lam_a, lam_b, lam_c, count - 0.5
+    box = planes[:2, 3:5]  # a and b of the box rows: -1 along the row's own axis, 0 along the other
+    box.zero_()
+    box.diagonal().fill_(-1.0)
+    torch.sum(planes[:, :3] * z, 1, out=planes[:, 5])
+    planes = planes.float()
+    start = lo[1].long() * w + lo[0].long()
     if b > 1:
         start += _batch_offsets(b, f, h * w, device)
-    boxes = torch.stack([count[0], count[1], start, _triangle_index(b, f, device)])  # (4, T)
-    # Stencil classes: each box side rounds up to the next of 2, 3, 4, 6, 8, 12, ... pixels, so a
-    # box fills more than half of its (rectangular) stencil.
-    side = _side_table(max(w, h), device).index_select(0, count.view(-1)).view(2, -1)  # (2, T)
-    stencil_class = torch.where(ok, side[0] * _NUM_SIDES + side[1], -1)
-    clip_z = not bool(((z.amin(0) >= -1) & (z.amax(0) <= 1) | ~ok).all())
+    boxes = torch.stack([start, _triangle_index(b, f, device)])  # (2, T): first pixel, triangle index
+    clip_z = bool((((setup.z_range.min < -1) | (setup.z_range.max > 1)) & ok).any())
 
-    buffer = torch.full((b * h * w + 1,), _NO_HIT, dtype=torch.int64, device=device)  # last: discard slot
+    # Stencil classes: each box side rounds up to the next of 2, 3, 4, 6, 8, 12, ... pixels, so a
+    # box fills more than half of its (rectangular) stencil; sparse classes are merged into larger
+    # ones (:func:`_merge_stencils`). Sorting the triangles by class makes each class a slice of
+    # the sorted tables (culled ones, class -1, first).
+    side = _side_table(max(w, h), device).index_select(0, count.long().view(-1)).view(2, -1)  # (2, T)
+    stencil_class = torch.where(ok, side[0] * _NUM_SIDES + side[1], -1)
     counts = torch.bincount(stencil_class + 1).tolist()  # counts[k + 1]: triangles of class k
-    num = planes.shape[1]
-    everyone = len(counts) > 1 and 2 * counts[1] >= num
-    if everyone:
-        # Most boxes fit the 2 x 2 stencil (class 0; a face mesh at its usual size): it runs over
-        # every triangle without gathering them, larger boxes clipped to it here and done in full
-        # by their own class below, which tests those first pixels again: harmless, the minimum
-        # is idempotent.
-        small = torch.cat([boxes[:2].clamp_max(2), boxes[2:]])
-        for first in range(0, num, _MAX_CANDIDATES // 4):  # huge meshes: chunk the triangles
-            last = first + _MAX_CANDIDATES // 4
-            _splat(buffer, planes[:, first:last], small[:, first:last], (2, 2), w, clip_z)
-    for cls, n in enumerate(counts[1:]):
-        if n == 0 or (cls == 0 and everyone):
-            continue
-        chosen = (stencil_class == cls).nonzero().view(-1)
-        stencil = (_side(cls // _NUM_SIDES), _side(cls % _NUM_SIDES))
+    sizes = {_stencil_of(k): n for k, n in enumerate(counts[1:]) if n}
+    merged = _merge_stencils(sizes)
+    if any(target != stencil for stencil, target in merged.items()):
+        remap = list(range(-1, len(counts) - 1))
+        for stencil, target in merged.items():
+            remap[_class_index(stencil) + 1] = _class_index(target)
+        stencil_class = torch.tensor(remap, device=device).index_select(0, stencil_class + 1)
+    order = torch.argsort(stencil_class)
+    planes = _columns(planes.view(18, -1), order).view(3, 6, 1, -1)  # triangles broadcast over a stencil
+    boxes = _columns(boxes, order)
+
+    passes = {}  # stencil -> triangles, in the sorted order (by class index)
+    for stencil, target in sorted(merged.items(), key=lambda item: _class_index(item[1])):
+        passes[target] = passes.get(target, 0) + sizes[stencil]
+    # Stencil positions past a box's end are misses, written past the image's last pixel.
+    reach = max(((sy - 1) * w + sx for sx, sy in passes), default=0)
+    buffer = torch.full((b * h * w + reach,), _MISS, dtype=torch.int64, device=device)
+    first = counts[0]
+    for stencil, n in passes.items():
         per_chunk = max(1, _MAX_CANDIDATES // (stencil[0] * stencil[1]))
-        for first in range(0, n, per_chunk):
-            idx = chosen[first:first + per_chunk]
-            _splat(buffer, _columns(planes, idx), _columns(boxes, idx), stencil, w, clip_z)
-    return buffer[:-1]
+        for chunk in range(first, first + n, per_chunk):
+            last = min(chunk + per_chunk, first + n)
+            _splat(buffer, planes[..., chunk:last], boxes[:, chunk:last], stencil, w, clip_z)
+        first += n
+    return buffer[:b * h * w]
+
+
+def _merge_stencils(sizes: dict[tuple[int, int], int]) -> dict[tuple[int, int], tuple[int, int]]:
+    """Which stencil each class's triangles are tested with: its own, or, for a sparse class, a
+    larger one that runs anyway when that costs fewer extra candidates than a pass of its own.
+
+    Args:
+        sizes: triangles per stencil ``(Sx, Sy)``.
+
+    Returns:
+        ``{stencil: stencil it is tested with}`` for every key of ``sizes``.
+    """
+    target = {stencil: stencil for stencil in sizes}
+    live = dict(sizes)
+    for stencil in sorted(sizes, key=sizes.get):  # the sparsest first
+        extra = {other: live[stencil] * (other[0] * other[1] - stencil[0] * stencil[1]) for other in live
+                 if other != stencil and other[0] >= stencil[0] and other[1] >= stencil[1]}
+        if extra and min(extra.values()) < _PASS_COST:
+            into = min(extra, key=extra.get)
+            live[into] += live.pop(stencil)
+            for key, value in target.items():
+                if value == stencil:
+                    target[key] = into
+    return target
 
 
 def _batch_offsets(batch: int, num_triangles: int, image_pixels: int, device: torch.device) -> torch.Tensor:
@@ -393,6 +442,22 @@ def _side(index: int) -> int:
     return 2 << (index // 2) if index % 2 == 0 else 3 << (index // 2)
 
 
+def _side_index(side: int) -> int:
+    """The side index of a stencil side length (the inverse of :func:`_side`)."""
+    odd = side % 3 == 0
+    return 2 * (side // (3 if odd else 2)).bit_length() - (1 if odd else 2)
+
+
+def _stencil_of(class_index: int) -> tuple[int, int]:
+    """The stencil ``(Sx, Sy)`` of a class index (as ``_nearest_hits`` numbers them)."""
+    return _side(class_index // _NUM_SIDES), _side(class_index % _NUM_SIDES)
+
+
+def _class_index(stencil: tuple[int, int]) -> int:
+    """The class index of a stencil ``(Sx, Sy)`` (the inverse of :func:`_stencil_of`)."""
+    return _side_index(stencil[0]) * _NUM_SIDES + _side_index(stencil[1])
+
+
 @functools.lru_cache(maxsize=8)
 def _side_table(longest: int, device: torch.device) -> torch.Tensor:
     """``(longest + 1,)`` int64: the index of the smallest stencil side >= each box side ``0..longest``
@@ -402,38 +467,45 @@ def _side_table(longest: int, device: torch.device) -> torch.Tensor:
     return (2 * k - 2).long() - (c <= 0.75 * torch.exp2(k)).long()
 
 
-@functools.lru_cache(maxsize=64)
-def _stencil(size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """``(Sx * Sy, 1)`` column and row offsets of an ``Sx x Sy`` stencil, as int64 and float32."""
-    offsets = torch.arange(size[0] * size[1], device=device)[:, None]
-    oy, ox = offsets // size[0], offsets % size[0]
-    return ox, oy, ox.float(), oy.float()
-
-
 def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[:, index]`` for a 2-D table (a gather: much faster than advanced indexing on CPU)."""
     return torch.gather(table, 1, index[None].expand(table.shape[0], -1))
+
+
+@functools.lru_cache(maxsize=64)
+def _stencil(size: tuple[int, int], width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """An ``Sx x Sy`` stencil in an image ``width`` pixels wide: ``(Sx * Sy, 1)`` column and row
+    offsets as float32, and flat pixel offsets as int64 (shared: do not modify)."""
+    offsets = torch.arange(size[0] * size[1], device=device)[:, None]
+    oy, ox = offsets // size[0], offsets % size[0]
+    return ox.float(), oy.float(), oy * width + ox
 
 
 def _splat(buffer: torch.Tensor, planes: torch.Tensor, boxes: torch.Tensor, stencil: tuple[int, int], width: int,
            clip_z: bool) -> None:
     """Depth-test ``K`` triangles over their pixel boxes, at most ``stencil = (Sx, Sy)``, into ``buffer``.
 
-    ``planes`` ``(12, K)``: barycentric and depth planes; ``boxes`` ``(4, K)``: box width,
-    height, first pixel's flat index and triangle index.
+    ``planes`` ``(3 [a, b, c], 6, 1, K)``: the rows tested (see :func:`_nearest_hits`); ``boxes``
+    ``(2, K)``: flat index of the box's first pixel and triangle index. ``buffer`` must extend
+    past the last pixel by the stencil's reach.
     """
-    # Stencil offsets along dim 0 and triangles along dim 1 keep the inner loops long.
-    ox, oy, fx, fy = _stencil(stencil, planes.device)
-    inside = (ox < boxes[0]) & (oy < boxes[1])
-    for i in range(3):
-        inside &= torch.addcmul(planes[6 + i], planes[i], fx).addcmul_(planes[3 + i], fy) >= -_INSIDE_EPS
-    z = torch.addcmul(planes[11], planes[9], fx).addcmul_(planes[10], fy)  # (S*S, K)
+    # All six rows in two operations over (6, Sx * Sy, K): stencil offsets along the middle axis
+    # and triangles along the last keep the inner loops long. Masks stay float: on CPU a
+    # comparison into a float tensor, arithmetic and fmax cost a fraction of bool masks and where.
+    fx, fy, offsets = _stencil(stencil, width, planes.device)
+    a, b, c = planes.unbind(0)
+    rows = torch.addcmul(c, a, fx).addcmul_(b, fy)
+    inside = rows[:5].amin(0).ge_(-_INSIDE_EPS)  # 1.0 inside the triangle and the box, else 0.0 (also for NaN)
+    z = rows[5]  # (S*S, K)
     if clip_z:
-        inside &= (z >= -1) & (z <= 1)
-    pixel = torch.where(inside, boxes[2] + (oy * width + ox), buffer.shape[0] - 1)
+        inside.mul_(z.abs().le_(1.0))
+    # Outside, z/w is raised to _MISS_Z (fmax also replaces NaN), so its key is a miss; inside, it
+    # is within [-1, 1] and stays as it is.
+    z = torch.fmax(z, inside.mul_(-2 * _MISS_Z).add_(_MISS_Z), out=z).clamp_max_(_MISS_Z)
     # Key: (z + 1) 2^29, i.e. z/w to 2^-29 (finer than float32 resolves it near 1), above the index.
-    key = ((z + 1.0) * (1 << 29)).long().mul_(1 << _TRI_BITS).add_(boxes[3])
-    buffer.scatter_reduce_(0, pixel.view(-1), key.view(-1), "amin")
+    start, index = boxes.unbind(0)
+    key = torch.add(index, z.add_(1.0).mul_(1 << 29).long(), alpha=1 << _TRI_BITS)
+    buffer.scatter_reduce_(0, (start + offsets).view(-1), key.view(-1), "amin")
 
 
 def check_rast(rast: torch.Tensor) -> None:
@@ -528,7 +600,7 @@ class _RasterizeFunction(torch.autograd.Function):
         table = torch.nan_to_num_(table, nan=0.0, posinf=0.0, neginf=0.0)  # (11, T)
 
         # Only covered pixels are computed; the background stays 0.
-        pixels = (hits != _NO_HIT).nonzero().view(-1)
+        pixels = (hits < _MISS).nonzero().view(-1)
         ids = hits.index_select(0, pixels).bitwise_and_(_TRI_MASK)
         if b > 1:
             images = pixels // (h * w)
