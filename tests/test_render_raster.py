@@ -503,9 +503,9 @@ def test_mixed_triangle_sizes_match_brute_force(monkeypatch):
     tri = torch.cat([grid_tri, torch.arange(9).view(3, 3) + n * n])
     shapes = []
 
-    def recording(buffer, planes, boxes, stencil, width, clip_z):
+    def recording(buffer, limits, planes, boxes, stencil, width, clip_z):
         shapes.append((stencil, planes.shape[-1]))
-        return original(buffer, planes, boxes, stencil, width, clip_z)
+        return original(buffer, limits, planes, boxes, stencil, width, clip_z)
 
     original = raster_module._splat
     monkeypatch.setattr(raster_module, "_splat", recording)

@@ -339,20 +339,20 @@ def _nearest_hits(setup: _Setup) -> torch.Tensor:
     ok = ok & (count.amin(0) > 0)
     count = torch.where(ok, count, 0.0)  # culled triangles' boxes are never read, but index the side table
 
-    # Each triangle's stencil test evaluates rows ``c + a dx + b dy`` over the pixel offsets
-    # ``(dx, dy)`` from its box's first pixel centre: the three barycentrics (all >= 0 inside,
-    # either winding), the box's right and bottom limits ``count - 0.5 - d`` (>= 0 inside the box,
+    # Each triangle's stencil test needs, over the pixel offsets ``(dx, dy)`` from its box's first
+    # pixel centre: the box's right and bottom limits ``count - 0.5 - d`` (>= 0 inside the box,
     # which keeps a stencil larger than the box from reaching past it or wrapping into the next
-    # row), and z/w, which is affine in screen space too.
+    # row), and the planes ``c + a dx + b dy`` of the three barycentrics (all >= 0 inside, either
+    # winding) and of z/w, which is affine in screen space too. One table holds them all, so that
+    # a single gather sorts them.
+    table = z.new_empty(14, z.shape[1])  # rows: 2 box limits, then (3 [a, b, c], 4 [l0, l1, l2, z])
+    torch.sub(count, 0.5, out=table[:2])
+    planes = table[2:].view(3, 4, -1)
     lam_a, lam_b = setup.lam_a, setup.lam_b
-    lam_c = lam_a * (lo[0] + 0.5 - setup.xy_j[0]) + lam_b * (lo[1] + 0.5 - setup.xy_j[1])
-    planes = z.new_empty(3, 6, z.shape[1])  # (3 [a, b, c], 6, T)
-    planes[0, :3], planes[1, :3], planes[2, :3], planes[2, 3:5] = lam_a, lam_b, lam_c, count - 0.5
-    box = planes[:2, 3:5]  # a and b of the box rows: -1 along the row's own axis, 0 along the other
-    box.zero_()
-    box.diagonal().fill_(-1.0)
-    torch.sum(planes[:, :3] * z, 1, out=planes[:, 5])
-    planes = planes.float()
+    planes[0, :3], planes[1, :3] = lam_a, lam_b
+    torch.mul(lam_a, lo[0] + 0.5 - setup.xy_j[0], out=planes[2, :3]).add_(lam_b * (lo[1] + 0.5 - setup.xy_j[1]))
+    torch.sum(planes[:, :3] * z, 1, out=planes[:, 3])
+    table = table.float()
     start = lo[1].long() * w + lo[0].long()
     if b > 1:
         start += _batch_offsets(b, f, h * w, device)
@@ -374,7 +374,8 @@ def _nearest_hits(setup: _Setup) -> torch.Tensor:
             remap[_class_index(stencil) + 1] = _class_index(target)
         stencil_class = torch.tensor(remap, device=device).index_select(0, stencil_class + 1)
     order = torch.argsort(stencil_class)
-    planes = _columns(planes.view(18, -1), order).view(3, 6, 1, -1)  # triangles broadcast over a stencil
+    table = _columns(table, order)[:, None]  # triangles broadcast over a stencil
+    limits, planes = table[:2], table[2:].view(3, 4, 1, -1)
     boxes = _columns(boxes, order)
 
     passes = {}  # stencil -> triangles, in the sorted order (by class index)
@@ -388,7 +389,8 @@ def _nearest_hits(setup: _Setup) -> torch.Tensor:
         per_chunk = max(1, _MAX_CANDIDATES // (stencil[0] * stencil[1]))
         for chunk in range(first, first + n, per_chunk):
             last = min(chunk + per_chunk, first + n)
-            _splat(buffer, planes[..., chunk:last], boxes[:, chunk:last], stencil, w, clip_z)
+            _splat(buffer, limits[..., chunk:last], planes[..., chunk:last], boxes[:, chunk:last], stencil, w,
+                   clip_z)
         first += n
     return buffer[:b * h * w]
 
@@ -475,26 +477,32 @@ def _columns(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _stencil(size: tuple[int, int], width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """An ``Sx x Sy`` stencil in an image ``width`` pixels wide: ``(Sx * Sy, 1)`` column and row
-    offsets as float32, and flat pixel offsets as int64 (shared: do not modify)."""
+    offsets as float32, both stacked ``(2, Sx * Sy, 1)``, and flat pixel offsets as int64 (shared:
+    do not modify)."""
     offsets = torch.arange(size[0] * size[1], device=device)[:, None]
     oy, ox = offsets // size[0], offsets % size[0]
-    return ox.float(), oy.float(), oy * width + ox
+    fxy = torch.stack([ox, oy]).float()
+    return fxy[0], fxy[1], fxy, oy * width + ox
 
 
-def _splat(buffer: torch.Tensor, planes: torch.Tensor, boxes: torch.Tensor, stencil: tuple[int, int], width: int,
-           clip_z: bool) -> None:
+def _splat(buffer: torch.Tensor, limits: torch.Tensor, planes: torch.Tensor, boxes: torch.Tensor,
+           stencil: tuple[int, int], width: int, clip_z: bool) -> None:
     """Depth-test ``K`` triangles over their pixel boxes, at most ``stencil = (Sx, Sy)``, into ``buffer``.
 
-    ``planes`` ``(3 [a, b, c], 6, 1, K)``: the rows tested (see :func:`_nearest_hits`); ``boxes``
-    ``(2, K)``: flat index of the box's first pixel and triangle index. ``buffer`` must extend
-    past the last pixel by the stencil's reach.
+    ``limits`` ``(2, 1, K)``: box width and height less 0.5; ``planes`` ``(3 [a, b, c], 4, 1, K)``:
+    the barycentric and depth planes (see :func:`_nearest_hits`); ``boxes`` ``(2, K)``: flat
+    index of the box's first pixel and triangle index. ``buffer`` must extend past the last pixel
+    by the stencil's reach.
     """
-    # All six rows in two operations over (6, Sx * Sy, K): stencil offsets along the middle axis
-    # and triangles along the last keep the inner loops long. Masks stay float: on CPU a
-    # comparison into a float tensor, arithmetic and fmax cost a fraction of bool masks and where.
-    fx, fy, offsets = _stencil(stencil, width, planes.device)
+    # Rows (box x, box y, l0, l1, l2, z/w) over (6, Sx * Sy, K) in three operations: stencil
+    # offsets along the middle axis and triangles along the last keep the inner loops long. Masks
+    # stay float: on CPU a comparison into a float tensor, arithmetic and fmax cost a fraction of
+    # bool masks and where.
+    fx, fy, fxy, offsets = _stencil(stencil, width, planes.device)
+    rows = planes.new_empty(6, fx.shape[0], planes.shape[-1])
+    torch.sub(limits, fxy, out=rows[:2])
     a, b, c = planes.unbind(0)
-    rows = torch.addcmul(c, a, fx).addcmul_(b, fy)
+    torch.addcmul(c, a, fx, out=rows[2:]).addcmul_(b, fy)
     inside = rows[:5].amin(0).ge_(-_INSIDE_EPS)  # 1.0 inside the triangle and the box, else 0.0 (also for NaN)
     z = rows[5]  # (S*S, K)
     if clip_z:
