@@ -9,12 +9,13 @@ The torch implementation shares one per-triangle setup (screen positions, edges,
 planes) between two passes:
 
 1. **Visibility, without gradients.** Triangles are sorted into classes by the size of their
-   pixel bounding box, each side rounded up to the next of 2, 3, 4, 6, 8, 12, ...; each class tests
-   its triangles against an ``Sx x Sy`` stencil of pixel centres with broadcast edge functions (no
-   per-pixel Python loop, no pixels x triangles tensor). Every covered candidate carries a 64-bit
-   key, its ``z/w`` quantised to ``2^-29`` above the triangle index, and one
-   ``scatter_reduce(amin)`` per class keeps the nearest triangle at each pixel (ties go to the
-   lower index).
+   pixel bounding box, each side rounded up to the next of 2, 3, 4, 6, 8, 12, ... (a class too
+   sparse to pay for a pass of its own joins a larger stencil); each class, a slice of the sorted
+   per-triangle table, tests its triangles against an ``Sx x Sy`` stencil of pixel centres with
+   broadcast edge functions (no per-pixel Python loop, no pixels x triangles tensor). Every
+   candidate carries a 64-bit key, its ``z/w`` quantised to ``2^-29`` above the triangle index
+   (a miss's key lies beyond any hit's), and one ``scatter_reduce(amin)`` per class keeps the
+   nearest triangle at each pixel (ties go to the lower index).
 2. **Barycentrics, differentiable.** At each covered pixel the perspective-correct barycentrics
    of the chosen triangle are recomputed from ``pos``: with screen-space barycentrics ``l_i`` (affine
    in the pixel position), ``b_i ~ l_i / w_i``. The chain rule back to ``pos`` is written by hand
