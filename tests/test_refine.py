@@ -20,7 +20,8 @@ from facenet3d.refine import (
     refine,
     render_params,
 )
-from facenet3d.refine.config import LandmarkStageConfig, MapStageConfig, PhotometricStageConfig
+from facenet3d.refine.config import LandmarkStageConfig, MapStageConfig, PhotometricStageConfig, RefineConfig
+from facenet3d.refine.landmarks_stage import regressor_target
 from facenet3d.refine.photometric_stage import ScaledTarget, photometric_error
 from facenet3d.render import Renderer, euler_to_rotation_6d, rotation_6d_to_matrix
 from facenet3d.render.color import linear_to_srgb
@@ -122,6 +123,36 @@ def test_landmark_stage_leaves_out_points_of_zero_weight(model):
     assert (pulled > 15.0).all(), pulled
 
 
+def test_regressor_target_is_the_start_s_own_landmarks(model):
+    truth = known_params(model)
+    target = synthetic_target(model, truth)
+    g = torch.Generator().manual_seed(1)
+    # A detector that places the face 6 px low and scatters its points by 3 px; the start (a
+    # regressor's answer) right.
+    off = torch.tensor([0.0, 6.0, 0.0])
+    noisy = target.with_landmarks(
+        target.landmarks478 + off + 3.0 * torch.randn(target.landmarks478.shape, generator=g),
+        target.landmarks68 + off[:2] + 3.0 * torch.randn(target.landmarks68.shape, generator=g))
+    own = regressor_target(model, noisy, truth)
+    assert torch.allclose(own.landmarks68, target.landmarks68, atol=1e-3)
+    assert torch.allclose(own.landmarks478[:, :468, :2], target.landmarks478[:, :468, :2], atol=1e-3)
+    depth = own.landmarks478[:, :468, 2] - own.landmarks478[:, :468, 2].mean(1, keepdim=True)
+    assert torch.allclose(depth, target.landmarks478[:, :468, 2], atol=1e-3)
+    assert torch.equal(own.image, noisy.image) and torch.equal(own.skin_mask, noisy.skin_mask)
+
+    def moved(landmark_source: str) -> torch.Tensor:
+        cfg = RefineConfig(stages=("landmarks",), landmarks=LandmarkStageConfig(landmark_source=landmark_source))
+        fitted = refine(model, noisy, cfg, start=truth).params
+        return (decode_face(model, fitted, crop_camera(224)).landmarks68 - target.landmarks68).norm(dim=-1).mean(1)
+
+    # From the regressor's own points the fit stays where the regressor put the face; from the
+    # detector's it is pulled toward their error (Adam's first steps, sized by the learning rate,
+    # and the coefficient priors move it a little even from the optimum).
+    from_regressor, from_detector = moved("regressor"), moved("detector")
+    assert (from_regressor < 0.75).all(), from_regressor
+    assert (from_detector > 4.0).all(), from_detector
+
+
 def test_photometric_stage_lowers_error_and_recovers_light_direction(model, renderer):
     truth = known_params(model, seed=1)
     target = synthetic_target(model, truth)
@@ -175,6 +206,10 @@ def test_presets_and_overrides(tmp_path):
         load_refine_config(custom)
     with pytest.raises(ValueError, match="unknown refine preset"):
         load_refine_config("fastest")
+    custom.write_text("landmarks:\n  landmark_source: mediapipe\n")
+    with pytest.raises(ValueError, match="landmark_source"):
+        load_refine_config(custom)
+    assert fast.landmarks.landmark_source == "regressor"
 
 
 def test_refine_real_photos_each_stage_improves(model, renderer, faces_dir):

@@ -15,6 +15,8 @@ import yaml
 from facenet3d.resources import CONFIGS_DIR
 
 CONFIG_DIR = CONFIGS_DIR / "refine"
+#: What stage A's landmark terms fit when a regressor gives the start (``LandmarkStageConfig``).
+LANDMARK_SOURCES = ("regressor", "detector")
 
 
 @dataclass
@@ -23,12 +25,15 @@ class LandmarkStageConfig:
 
     iterations: int = 80
     lr: float = 0.04
+    # What the landmark terms fit when the fit starts from a regressor: "regressor", its own
+    # projected points (measured better than MediaPipe's, most of all beyond 30 degrees of yaw:
+    # weights/README.md), or "detector", MediaPipe's. Without a regressor it is always MediaPipe's.
+    landmark_source: str = "regressor"
     landmarks68_weight: float = 1.0
     dense_weight: float = 1.0
     depth_weight: float = 0.1  # MediaPipe's relative depth: weak, but constrains the profile
     identity_prior: float = 2e-3
     expression_prior: float = 2e-3
-    fit_focal: bool = False
     # A clip's detector offsets (:func:`~facenet3d.refine.landmarks_stage.detector_offsets`): weak, so a
     # landmark placed apart in every frame is explained by one shared offset, not by an expression in each.
     offset_prior: float = 0.1
@@ -113,4 +118,7 @@ def load_refine_config(name_or_path: str | Path) -> RefineConfig:
     unknown = set(cfg.stages) - {"landmarks", "photometric", "maps"}
     if unknown:
         raise ValueError(f"{path}: unknown stages {sorted(unknown)}")
+    if cfg.landmarks.landmark_source not in LANDMARK_SOURCES:
+        raise ValueError(f"{path}: landmarks.landmark_source must be one of {LANDMARK_SOURCES}, "
+                         f"not {cfg.landmarks.landmark_source!r}")
     return cfg

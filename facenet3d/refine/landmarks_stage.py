@@ -86,6 +86,28 @@ def initial_params(model: MorphableModel, target: FitTarget, start: FaceParams |
     return params
 
 
+def regressor_target(model: MorphableModel, target: FitTarget, start: FaceParams) -> FitTarget:
+    """The target with the landmarks of ``start`` (a regressor's answer) in place of MediaPipe's.
+
+    The dense points (with MediaPipe's kind of relative depth) and the 68 are the face model's own
+    landmarks of ``start`` projected into the crop, so the landmark terms keep the fit where the
+    regressor put the face and the photometric stage refines from there instead of pulling the
+    face back toward a detector measured less accurate (MediaPipe fails most on profiles). Points
+    the model does not embed keep MediaPipe's values (unused by the terms).
+    """
+    camera = crop_camera(target.size, device=target.image.device)
+    with torch.no_grad():
+        dec = decode_face(model, start, camera, landmarks_only=True)
+        lm478 = target.landmarks478.clone()
+        if dec.landmarks_dense is not None:
+            n = dec.landmarks_dense.shape[1]
+            z_cam = dec.landmarks_dense_camera[..., 2]
+            # Inverse of stage A's depth comparison: camera z -> MediaPipe-like px, away from the camera.
+            z_px = -z_cam * camera.focal[:, :1] / (-start.translation[:, 2:3])
+            lm478[:, :n] = torch.cat([dec.landmarks_dense, z_px[..., None]], -1)
+        return target.with_landmarks(lm478, dec.landmarks68.clone())
+
+
 def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStageConfig,
                   start: FaceParams | None = None, progress=None,
                   weights68: torch.Tensor | None = None, fixed: Collection[str] = (),

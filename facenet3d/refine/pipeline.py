@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from facenet3d.facemodel import MorphableModel
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import RefineConfig
-from facenet3d.refine.landmarks_stage import fit_landmarks, initial_params
+from facenet3d.refine.landmarks_stage import fit_landmarks, initial_params, regressor_target
 from facenet3d.refine.maps_stage import FaceMaps, fit_maps, statistical_maps
 from facenet3d.refine.photometric_stage import fit_photometric, initial_lighting
 from facenet3d.refine.target import FitTarget
@@ -35,8 +35,11 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
         model: the face model.
         target: ``B`` aligned crops.
         config: stages and settings (:func:`~facenet3d.refine.load_refine_config`).
-        start: initial coefficients and lighting (the regressor's); the pose is always
-            initialised from the landmarks. None starts from the mean face.
+        start: initial parameters (the regressor's). The landmark terms fit its own projected
+            landmarks (:func:`~facenet3d.refine.landmarks_stage.regressor_target`) unless
+            ``config.landmarks.landmark_source`` is ``"detector"``, in which case MediaPipe's points
+            are fitted and the pose is re-initialised from them (coefficients kept). None starts from
+            the mean face posed on MediaPipe's points.
         renderer: a renderer whose shading mode stage B uses (default: per-vertex shading); the
             stages render the part of the mesh the crop shows with renderers of their own.
         progress: optional callable ``(stage, step, steps)`` after every optimisation step.
@@ -44,8 +47,13 @@ def refine(model: MorphableModel, target: FitTarget, config: RefineConfig, start
             video's identity, estimated once per clip: ``("identity",)``).
     """
     seconds: dict[str, float] = {}
-    # The closed-form pose from the landmarks is reliable; a regressor's coefficients are kept.
-    params = initial_params(model, target, start)
+    if start is not None and config.landmarks.landmark_source == "regressor":
+        # The landmarks are the start's own: its pose already fits them.
+        target = regressor_target(model, target, start)
+        params = start.clone()
+    else:
+        # The closed-form pose from MediaPipe's points is reliable; a regressor's coefficients are kept.
+        params = initial_params(model, target, start)
     if start is None and model.albedo_space != "none":
         params = initial_lighting(model, target, params)
     maps = None

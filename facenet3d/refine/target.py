@@ -45,6 +45,10 @@ class FitTarget:
         image = t(crop, 4).float() / 255.0
         return cls(image, t(landmarks478, 3).float(), t(landmarks68, 3).float(), t(skin_mask, 3).float())
 
+    def with_landmarks(self, landmarks478: torch.Tensor, landmarks68: torch.Tensor) -> FitTarget:
+        """The same crops and masks with other landmarks (same shapes and units as the fields)."""
+        return FitTarget(self.image, landmarks478, landmarks68, self.skin_mask)
+
     def index(self, i: int | slice) -> FitTarget:
         sl = slice(i, i + 1) if isinstance(i, int) else i
         return FitTarget(self.image[sl], self.landmarks478[sl], self.landmarks68[sl], self.skin_mask[sl])
