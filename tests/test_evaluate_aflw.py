@@ -218,3 +218,22 @@ def test_cli_writes_the_report_and_skips_a_missing_regressor(one_real_image, tmp
                    "--refine", "none", "--weights", "default", "--quiet"])
     assert status == 3
     assert json.loads(skipped.read_text())["skipped"] is True
+
+
+def test_a_refinement_yaml_is_a_method(one_real_image, tmp_path):
+    from facenet3d.cli import main
+
+    settings = tmp_path / "fast-detector.yaml"
+    settings.write_text("stages: [landmarks]\nlandmarks:\n  iterations: 5\n  landmark_source: detector\n")
+    out = tmp_path / "r.json"
+    status = main(["evaluate", "aflw2000", "--data", str(one_real_image), "--json", str(out),
+                   "--refine", str(settings), "--quiet"])
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["method"] == str(settings) and report["n_evaluated"] == 1
+    assert report["settings"]["refine"] == str(settings)
+    # Neither a preset nor a file: a usage error before any work.
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "aflw2000", "--data", str(one_real_image), "--json", str(tmp_path / "x.json"),
+              "--refine", str(tmp_path / "missing.yaml"), "--quiet"])
+    assert e.value.code == 2 and not (tmp_path / "x.json").exists()

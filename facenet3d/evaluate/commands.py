@@ -19,11 +19,21 @@ BASELINE_CHOICES = ("mediapipe", "mean-face")
 REANNOTATED_FILE, PROTOCOL_ROI_FILE = "dev-reannotated-pts68.npz", "dev-protocol-roi.npz"
 
 
+def _refine_choice(value: str) -> str:
+    """A ``--refine`` preset name, or an existing refinement YAML file."""
+    from pathlib import Path
+
+    if value in REFINE_CHOICES or (value.endswith((".yaml", ".yml")) and Path(value).is_file()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither one of {REFINE_CHOICES} nor a refinement YAML file")
+
+
 def _common(p: argparse.ArgumentParser, baselines: tuple[str, ...] = BASELINE_CHOICES) -> None:
     p.add_argument("--json", required=True, metavar="OUT", help="report file (JSON)")
-    p.add_argument("--refine", choices=REFINE_CHOICES, default="fast",
-                   help="pipeline: none (regressor only), landmarks (stage A), fast (A+B), full (A+B+C); "
-                        "default fast")
+    p.add_argument("--refine", type=_refine_choice, default="fast",
+                   metavar="{" + ",".join(REFINE_CHOICES) + ",FILE.yaml}",
+                   help="pipeline: none (regressor only), landmarks (stage A), fast (A+B), full (A+B+C), or a "
+                        "refinement YAML (configs/refine/'s format); default fast")
     if baselines:
         p.add_argument("--baseline", choices=baselines, default=None,
                        help="evaluate a baseline instead of the pipeline: " + ", ".join(baselines))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -143,7 +144,8 @@ class Method:
     """One evaluated method.
 
     Attributes:
-        name: one of :data:`METHODS`.
+        name: one of :data:`METHODS`, or a refinement YAML file (a preset with other settings;
+            the pipeline then runs it like ``fast``).
         detector: the detector (shared by the reconstructor).
         reconstructor: a :class:`~facenet3d.api.FaceReconstructor`; None for the landmark baselines.
         refine: the ``refine=`` argument given to the reconstructor.
@@ -228,7 +230,8 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
     """Build a method by name (see the module docstring).
 
     Args:
-        name: one of :data:`METHODS`.
+        name: one of :data:`METHODS`, or a refinement YAML file (a preset with other settings;
+            the pipeline then runs it like ``fast``).
         model: face-model spec (:func:`~facenet3d.facemodel.load_face_model`).
         weights: regressor weights (``"default"``, a path, or ``"none"``); used by every method
             that fits (refinement starts from the regressor when there is one), required by
@@ -244,8 +247,8 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
             loadable teacher (or without the training package).
         FaceModelFormatError: the face model cannot be loaded.
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {METHODS}")
+    if name not in METHODS and not _is_refine_yaml(name):
+        raise ValueError(f"unknown method {name!r}; choose one of {METHODS} or a refinement YAML file")
     detector = ReferenceFaceDetector()
     if name == "mediapipe":
         return Method(name, detector)
@@ -265,6 +268,11 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
         raise MethodUnavailableError("method 'none' (regressor only) needs trained regressor weights and none "
                                      f"are installed (weights={weights!r})")
     return Method(name, detector, rec, name, face_model_fingerprint(rec.model)[:16])
+
+
+def _is_refine_yaml(name: str) -> bool:
+    """A refinement settings file (``configs/refine/*.yaml``'s format) given as the method."""
+    return name.endswith((".yaml", ".yml")) and Path(name).is_file()
 
 
 def _load_teacher(folder: str | None, device: str):
