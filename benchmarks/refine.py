@@ -1,7 +1,7 @@
 """Refinement speed and fidelity: seconds per face for ``fast`` and ``full``, the landmark error
 and the face-region PSNR/SSIM of the re-render against the photo after each stage.
 
-    python benchmarks/refine.py [--photos DIR] [--n 20] [--threads 2] [--json out.json]
+    python benchmarks/refine.py [--photos DIR] [--n 20] [--threads 2] [--weights default|none] [--json out.json]
 
 Photos: ``--n`` spread evenly over the sorted ``*.jpg`` of ``--photos`` (UTKFace by default), with
 the default face model. Stages compared on the same photos: the mean face posed from the
@@ -13,6 +13,11 @@ landmarks to the detected ones, in pixels of the 224 px crop. Seconds per face a
 medians (and process CPU time, which on a shared machine is the steadier figure) of ``refine``
 alone (detection and alignment apart), leaving out the first photo, which pays one-off set-up.
 The machine's load average is printed with the figures.
+
+With ``--weights`` (the shipped regressor ``default`` unless ``none``) the same photos are also
+refined as ``facenet3d reconstruct`` does, from the regressor's answer (whose landmarks the
+refinement then keeps to): rows ``regressor``, ``reg+fast`` and ``reg+full``, timed the same way
+(the regressor's own time apart).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facenet3d.api import FaceReconstructor  # noqa: E402
 from facenet3d.decode import crop_camera, decode_face  # noqa: E402
 from facenet3d.evaluate.photometric import render_fidelity  # noqa: E402
 from facenet3d.facemodel import load_face_model  # noqa: E402
@@ -56,9 +62,9 @@ def landmark_error(model, params, target: FitTarget) -> float:
         return float((dec.landmarks68 - target.landmarks68).norm(dim=-1).mean())
 
 
-def timed_refine(model, target, config, renderer):
+def timed_refine(model, target, config, renderer, start=None):
     t0, c0 = time.perf_counter(), time.process_time()
-    result = refine(model, target, config, renderer=renderer)
+    result = refine(model, target, config, start=start, renderer=renderer)
     return result, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -68,10 +74,16 @@ def main() -> None:
     p.add_argument("--photos", type=Path, default=shared / "data/faces/utkface")
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", default="default", help="regressor for the regressor-start rows; none: skip them")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_face_model("default")
+    reconstructor = None
+    if a.weights != "none":
+        reconstructor = FaceReconstructor.from_pretrained(a.weights)
+        if reconstructor.model.metadata.get("name") != model.metadata.get("name"):
+            raise SystemExit(f"regressor {a.weights!r} is for face model {reconstructor.model_name!r}, not the default")
     pixel = Renderer.from_model(model, shading="pixel")  # for measuring: per-pixel shading
     renderer = Renderer.from_model(model)  # what reconstruct uses
     landmarks_only, fast, full = (load_refine_config(n) for n in ("landmarks", "fast", "full"))
@@ -81,6 +93,9 @@ def main() -> None:
     load_before = os.getloadavg()
     rows: dict[str, list[tuple[float, float, float]]] = {"mean": [], "A": [], "A+B": [], "A+B+C": []}
     times: dict[str, list[tuple[float, float]]] = {"detect+align": [], "fast": [], "full": []}
+    if reconstructor is not None:
+        rows.update({"regressor": [], "reg+fast": [], "reg+full": []})
+        times.update({"reg+fast": [], "reg+full": []})
     for i, path in enumerate(photos):
         t0, c0 = time.perf_counter(), time.process_time()
         arrays = process_photo(path, det)[1]
@@ -97,19 +112,28 @@ def main() -> None:
         c, t_full, c_full = timed_refine(model, target, full, renderer)
         rows["A+B+C"].append((*fidelity(model, pixel, c.params, target, c.maps),
                               landmark_error(model, c.params, target)))
+        timed = {"fast": (t_fast, c_fast), "full": (t_full, c_full)}
+        if reconstructor is not None:
+            reg = reconstructor.regress(target.image)
+            rows["regressor"].append((*fidelity(model, pixel, reg, target), landmark_error(model, reg, target)))
+            for name, config in (("reg+fast", fast), ("reg+full", full)):
+                r, t_r, c_r = timed_refine(model, target, config, renderer, start=reg)
+                rows[name].append((*fidelity(model, pixel, r.params, target, r.maps if config is full else None),
+                                   landmark_error(model, r.params, target)))
+                timed[name] = (t_r, c_r)
         if i > 0:  # the first fit pays one-off initialisation; leave it out of the timings
-            times["fast"].append((t_fast, c_fast))
-            times["full"].append((t_full, c_full))
-        print(f"{i + 1}/{len(photos)} {path.name}: fast {t_fast:.2f} s, full {t_full:.2f} s, "
-              f"load {os.getloadavg()[0]:.2f}", flush=True)
+            for name, value in timed.items():
+                times[name].append(value)
+        print(f"{i + 1}/{len(photos)} {path.name}: " + ", ".join(f"{k} {v[0]:.2f} s" for k, v in timed.items())
+              + f", load {os.getloadavg()[0]:.2f}", flush=True)
     load_after = os.getloadavg()
     print(f"{len(photos)} photos from {a.photos}, {a.threads} threads, face model "
           f"{model.metadata.get('name', '?')}; load average (1/5/15 min) {load_before[0]:.2f}/"
           f"{load_before[1]:.2f}/{load_before[2]:.2f} before, {load_after[0]:.2f}/{load_after[1]:.2f}/"
           f"{load_after[2]:.2f} after")
-    print("stage     PSNR dB   SSIM    landmarks px")
+    print("stage      PSNR dB   SSIM    landmarks px")
     for name, vals in rows.items():
-        print(f"{name:8s}  {statistics.mean(v[0] for v in vals):7.2f}  {statistics.mean(v[1] for v in vals):6.4f}"
+        print(f"{name:9s}  {statistics.mean(v[0] for v in vals):7.2f}  {statistics.mean(v[1] for v in vals):6.4f}"
               f"  {statistics.mean(v[2] for v in vals):6.2f}")
     print("seconds per face: wall median, wall mean, CPU median")
     for name, vals in times.items():
@@ -118,7 +142,8 @@ def main() -> None:
               f"{statistics.median(v[1] for v in vals):6.3f}")
     if a.json:
         a.json.write_text(json.dumps({
-            "photos": [p.name for p in photos], "threads": a.threads, "load_before": load_before,
+            "photos": [p.name for p in photos], "threads": a.threads, "weights": a.weights,
+            "load_before": load_before,
             "load_after": load_after,
             "fidelity": {k: [list(v) for v in vals] for k, vals in rows.items()},
             "seconds": {k: [list(v) for v in vals] for k, vals in times.items()}}, indent=1))

@@ -312,21 +312,30 @@ def test_solved_light_recovers_the_light_of_a_render(model):
 
 @pytest.mark.parametrize("anneal", [True, False])
 def test_minimise_is_torch_adam_with_cosine_annealing(anneal):
-    """The refinement's hand-written Adam takes torch.optim.Adam's steps (with CosineAnnealingLR to 5 %)."""
+    """The refinement's hand-written Adam takes torch.optim.Adam's steps (with CosineAnnealingLR to 5 %),
+    on several leaves of different shapes at once; a leaf the loss does not reach stays as it was."""
     from facenet3d.refine.optim import minimise
 
     g = torch.Generator().manual_seed(0)
     a, y = torch.randn(20, 5, generator=g), torch.randn(20, generator=g)
-    ours = torch.zeros(5, requires_grad=True)
-    minimise([ours], lambda: ((a @ ours - y) ** 2).mean()[None], 30, 0.05, anneal=anneal)
-    theirs = torch.zeros(5, requires_grad=True)
-    opt = torch.optim.Adam([theirs], lr=0.05)
+    k = torch.randn(3, 4, generator=g)
+
+    def loss(x, w):
+        return ((a @ x - y) ** 2).mean() + ((w - k) ** 4).mean()
+
+    ours, ours_w = torch.zeros(5, requires_grad=True), torch.zeros(3, 4, requires_grad=True)
+    unused = torch.ones(2, requires_grad=True)
+    minimise([ours, unused, ours_w], lambda: loss(ours, ours_w)[None], 30, 0.05, anneal=anneal)
+    theirs, theirs_w = torch.zeros(5, requires_grad=True), torch.zeros(3, 4, requires_grad=True)
+    opt = torch.optim.Adam([theirs, theirs_w], lr=0.05)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 30, eta_min=0.05 * 0.05) if anneal else None
     for _ in range(30):
         opt.zero_grad()
-        ((a @ theirs - y) ** 2).mean().backward()
+        loss(theirs, theirs_w).backward()
         opt.step()
         if sched is not None:
             sched.step()
     torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours_w.detach(), theirs_w.detach(), atol=1e-6, rtol=1e-5)
+    assert torch.equal(unused.detach(), torch.ones(2))
     assert float(((a @ ours.detach() - y) ** 2).mean()) < float((y ** 2).mean())

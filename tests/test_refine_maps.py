@@ -258,3 +258,34 @@ def test_laplacian_smoothness_is_the_zero_padded_five_point_laplacian():
     corner = torch.zeros(6, 5, dtype=torch.bool)
     corner[0, 0] = True  # x^2 = 0 with neighbours 1 (right) and 0 (below, and two padded zeros): 1
     torch.testing.assert_close(laplacian_smoothness(maps, corner), torch.tensor([(1.0 + 2.0 ** 2) / 60]))
+
+
+def test_quadratic_map_terms_match_the_terms_they_fuse():
+    """The fused regulariser equals the weighted Laplacian smoothness, masked mean squares and mirror
+    symmetry it stands for, in value and in every map's gradient (the hand-written backward), borders
+    and all; a map that needs no gradient gets none."""
+    from facenet3d.losses import laplacian_smoothness, quadratic_map_terms, symmetry_loss
+
+    g = torch.Generator().manual_seed(3)
+    maps = [torch.randn(2, 7, 6, c, generator=g, dtype=torch.float64, requires_grad=True) for c in (3, 1, 1)]
+    fixed = torch.randn(2, 7, 6, 1, generator=g, dtype=torch.float64)
+    mask = torch.rand(7, 6, generator=g) > 0.3
+    mask[0, :] = True  # the borders count too
+    smooth, magnitude, mirror = (0.7, 1.3, 0.0, 0.5), (0.4, 0.0, 2.0, 1.1), (0.9, 0.0, 0.6, 0.3)
+    upstream = torch.tensor([0.3, 1.7], dtype=torch.float64)  # a per-face weighting of the loss
+
+    def reference():
+        total = 0
+        for x, s, v, w in zip([*maps, fixed], smooth, magnitude, mirror, strict=True):
+            squares = (x ** 2 * mask[None, ..., None]).flatten(1).mean(1)
+            total = total + s * laplacian_smoothness(x, mask) + v * squares + w * symmetry_loss(x, mask)
+        return total
+
+    ours = quadratic_map_terms([*maps, fixed], mask, smooth, magnitude, mirror)
+    expected = reference()
+    torch.testing.assert_close(ours, expected)
+    ours_grads = torch.autograd.grad((ours * upstream).sum(), maps)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), maps)
+    for a, b in zip(ours_grads, expected_grads, strict=True):
+        assert float(b.abs().max()) > 0.1
+        torch.testing.assert_close(a, b)

@@ -6,6 +6,8 @@ refinement optimise a batch of independent faces in one go.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -95,6 +97,86 @@ def laplacian_smoothness(maps: torch.Tensor, mask: torch.Tensor | None = None) -
     if mask is not None:
         lap = lap * mask[None, ..., None]
     return (lap ** 2).flatten(1).mean(1)
+
+
+def quadratic_map_terms(maps: Sequence[torch.Tensor], mask: torch.Tensor, smoothness: Sequence[float],
+                        magnitude: Sequence[float], symmetry: Sequence[float] | None = None) -> torch.Tensor:
+    """Weighted sum of :func:`laplacian_smoothness`, masked mean squares and :func:`symmetry_loss` of
+    several maps -> ``(B,)``.
+
+    ``sum_i smoothness[i] * laplacian_smoothness(maps[i], mask) + magnitude[i] * mean(mask * maps[i]^2)
+    + symmetry[i] * symmetry_loss(maps[i], mask)`` (means over each map's texels and channels), with
+    the gradient written out: every term is quadratic, the zero-padded Laplacian is its own
+    transpose and the mirror difference ``D = x - flip(x)`` is odd under the mirror, so the gradient
+    of map ``i`` is ``2 / N_i (smoothness[i] L(mask L(x)) + magnitude[i] mask x + 2 symmetry[i]
+    mask_s D)`` (``mask_s``: texels whose mirror is in the mask too). On CPU that is a few passes over
+    each map instead of the dozens autograd makes through padded copies, shifted slices and flips.
+
+    Args:
+        maps: ``(B, H, W, C_i)`` maps sharing ``B, H, W``.
+        mask: ``(H, W)`` bool texels the terms cover (the UV charts).
+        smoothness, magnitude: one weight per map.
+        symmetry: one weight per map (for a UV layout symmetric about ``u = 0.5``); None: all 0.
+    """
+    symmetry = (0.0,) * len(maps) if symmetry is None else tuple(symmetry)
+    mirrored = (mask & mask.flip(1)).to(maps[0].dtype)
+    return _QuadraticMapTerms.apply(mask.to(maps[0].dtype), mirrored, tuple(smoothness), tuple(magnitude),
+                                    symmetry, *maps)
+
+
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    """Zero-padded five-point Laplacian of ``(B, H, W, C)`` maps, same shape."""
+    out = x * -4.0
+    out[:, 1:] += x[:, :-1]
+    out[:, :-1] += x[:, 1:]
+    out[:, :, 1:] += x[:, :, :-1]
+    out[:, :, :-1] += x[:, :, 1:]
+    return out
+
+
+class _QuadraticMapTerms(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mask: torch.Tensor, mirrored: torch.Tensor, smoothness: tuple[float, ...],
+                magnitude: tuple[float, ...], symmetry: tuple[float, ...], *maps: torch.Tensor) -> torch.Tensor:
+        m, ms = mask[None, ..., None], mirrored[None, ..., None]
+        total = maps[0].new_zeros(maps[0].shape[0])
+        laps, diffs = [], []
+        for x, s, v, w in zip(maps, smoothness, magnitude, symmetry, strict=True):
+            n = x[0].numel()
+            lap = _laplacian(x).mul_(m) if s else None
+            if s:
+                total = total + (s / n) * lap.square().flatten(1).sum(1)
+            if v:
+                total = total + (v / n) * (x.square() * m).flatten(1).sum(1)
+            diff = (x - x.flip(2)).mul_(ms) if w else None  # masked on both sides: mask_s^2 = mask_s
+            if w:
+                total = total + (w / n) * diff.square().flatten(1).sum(1)
+            laps.append(lap)
+            diffs.append(diff)
+        ctx.save_for_backward(mask, *maps)
+        ctx.laps, ctx.diffs = laps, diffs
+        ctx.weights = (smoothness, magnitude)
+        ctx.symmetry_weights = symmetry
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        mask, *maps = ctx.saved_tensors
+        m = mask[None, ..., None]
+        g = grad[:, None, None, None]
+        grads = []
+        for i, (x, lap, diff, s, v) in enumerate(zip(maps, ctx.laps, ctx.diffs, *ctx.weights, strict=True)):
+            if not ctx.needs_input_grad[5 + i]:
+                grads.append(None)
+                continue
+            n = x[0].numel()
+            d = torch.zeros_like(x) if lap is None else _laplacian(lap).mul_(2 * s / n)
+            if v:
+                d = d.add_(x * m, alpha=2 * v / n)
+            if diff is not None:
+                d = d.add_(diff, alpha=4 * ctx.symmetry_weights[i] / n)
+            grads.append(d.mul_(g))
+        return None, None, None, None, None, *grads
 
 
 def symmetry_loss(maps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

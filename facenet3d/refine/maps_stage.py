@@ -41,7 +41,7 @@ import torch
 
 from facenet3d.facemodel import MorphableModel
 from facenet3d.facemodel.uvmaps import upsample_maps
-from facenet3d.losses import laplacian_smoothness, symmetry_loss
+from facenet3d.losses import quadratic_map_terms
 from facenet3d.params import FaceParams
 from facenet3d.refine.config import MapStageConfig
 from facenet3d.refine.optim import minimise
@@ -321,15 +321,14 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey, data_w)
         # Specular and roughness as relative deviations from their priors.
         spec_dev, rough_dev = spec / spec_prior - 1, rough / rough_prior - 1
-        loss = loss + smoothness * (laplacian_smoothness(change, mask) + laplacian_smoothness(disp / 10.0, mask)
-                                    + laplacian_smoothness(spec_dev, mask) + laplacian_smoothness(rough_dev, mask))
-        m = mask[None, ..., None]
-        loss = loss + config.specular_prior_weight * (spec_dev ** 2 * m).flatten(1).mean(1)
-        loss = loss + config.roughness_prior_weight * (rough_dev ** 2 * m).flatten(1).mean(1)
-        loss = loss + config.consistency_weight * (change ** 2 * m).flatten(1).mean(1)
+        # Smoothness of every map, closeness of specular and roughness to their priors and of the
+        # albedo to the statistical one, left/right symmetry of the albedo and the displacement.
+        sym = config.symmetry_weight if symmetric else 0.0
+        loss = loss + quadratic_map_terms(
+            [change, disp / 10.0, spec_dev, rough_dev, albedo], mask, (smoothness,) * 4 + (0.0,),
+            (config.consistency_weight, 0.0, config.specular_prior_weight, config.roughness_prior_weight, 0.0),
+            (0.0, sym, 0.0, 0.0, sym))
         loss = loss + config.displacement_weight * ((disp / config.max_displacement_mm) ** 2).flatten(1).mean(1)
-        if symmetric:
-            loss = loss + config.symmetry_weight * (symmetry_loss(albedo, mask) + symmetry_loss(disp / 10.0, mask))
         return loss
 
     minimise([d_albedo, spec_logit, rough_logit, disp_raw], loss_fn, config.iterations, config.lr, progress,
