@@ -210,3 +210,31 @@ def test_batches_with_per_image_lighting_and_maps_equal_single_renders(shading):
         torch.testing.assert_close(both.image[i:i + 1], one.image)
         torch.testing.assert_close(both.depth[i:i + 1], one.depth)
         torch.testing.assert_close(both.albedo[i:i + 1], one.albedo)
+
+
+@pytest.mark.parametrize("shading", ["vertex", "pixel"])
+@pytest.mark.parametrize("form", ["constant", "vertex", "uv"])
+def test_grey_specular_equals_its_rgb_copy_with_gradients(shading, form):
+    """A one-channel specular albedo is the same albedo in R, G and B: the image under a coloured
+    light, and the gradients to the albedo and the vertices, are those of its three-channel copy."""
+    vertices, triangles, uvs = cap_mesh(n=21)
+    renderer = Renderer(triangles, uvs=uvs, uv_triangles=triangles, shading=shading)
+    sh = sh_uniform(0.3, 2) + sh_directional(torch.tensor([[0.0, 0.3, 1.0], [0.5, -0.2, 0.8]]),
+                                             torch.tensor([[1.0, 0.6, 0.3], [0.2, 0.5, 0.9]]))
+    g = torch.Generator().manual_seed(1)
+    shape = {"constant": (2, 1), "vertex": (2, vertices.shape[0], 1), "uv": (2, 16, 16, 1)}[form]
+    grey = 0.2 + 0.5 * torch.rand(shape, generator=g)
+    albedo = torch.rand(2, 16, 16, 3, generator=g)
+    weights = torch.rand(2, SIZE, SIZE, 3, generator=g)
+    results = []
+    for spec in (grey, grey.expand(*shape[:-1], 3)):
+        spec = spec.clone().requires_grad_(True)
+        verts = posed(vertices, 2).clone().requires_grad_(True)
+        out = renderer(verts, camera(), sh, albedo, spec, torch.tensor([[0.3], [0.6]]))
+        (out.image * weights).sum().backward()
+        results.append((out.image, spec.grad.sum(-1, keepdim=True), verts.grad))
+    (image1, spec1, verts1), (image3, spec3, verts3) = results
+    assert image3.amax() > 0.1 and spec3.abs().amax() > 0
+    torch.testing.assert_close(image1, image3)
+    torch.testing.assert_close(spec1, spec3)
+    torch.testing.assert_close(verts1, verts3)

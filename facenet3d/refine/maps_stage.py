@@ -277,7 +277,7 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         normals_model = model.vertex_normals(model.decode(start.identity, start.expression))[:, part.vertices]
         # Stage B's face, rendered with the priors: what the photo is checked against.
         out0 = render_params(model, renderer, start, scaled.size, albedo_map=base,
-                             specular_map=spec_prior.expand(-1, -1, -1, 3), roughness_map=rough_prior, part=part)
+                             specular_map=spec_prior, roughness_map=rough_prior, part=part)
         rendered0 = linear_to_srgb(out0.image)
         rendered0 = torch.where(grey[:, None, None, None], to_luma(rendered0), rendered0)
         seen = scaled.skin * out0.mask[..., 0]
@@ -316,7 +316,7 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         albedo, spec, rough, disp, change = maps()
         disp_v = texture(disp, vertex_uv, boundary_mode="clamp")[:, :, 0]  # (B, V, 1)
         out = render_params(model, renderer, start, scaled.size, albedo_map=albedo,
-                            specular_map=spec.expand(-1, -1, -1, 3), roughness_map=rough,
+                            specular_map=spec, roughness_map=rough,
                             vertex_offsets=disp_v * normals_model, part=part)
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey, data_w)
         # Specular and roughness as relative deviations from their priors.

@@ -117,12 +117,28 @@ def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams,
         albedo = albedo[:, part.vertices]
     specular = specular_map
     if specular is None and model.specular_mean is not None:
-        specular = model.specular(size=map_size) * params.specular[:, :, None, None] if model.albedo_space == "uv" \
-            else (model.specular() * params.specular[:, :, None])
+        mean = mean_specular(model, map_size if model.albedo_space == "uv" else None)
+        specular = mean * (params.specular[:, :, None, None] if mean.ndim == 4 else params.specular[:, :, None])
         if specular.ndim == 3 and part is not None:
             specular = specular[:, part.vertices]
     roughness = roughness_map if roughness_map is not None else params.roughness
     return renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
+
+
+_GREY_SPECULAR: dict[tuple, bool] = {}
+
+
+def mean_specular(model: MorphableModel, size: int | None = None) -> torch.Tensor:
+    """The model's mean specular albedo (``(1, T, T, C)`` map at ``size`` texels or ``(1, V, C)``), with
+    one channel (``C = 1``) when it is grey, as face models' is: the renderer broadcasts a grey
+    specular albedo over the light's colours, so the fit builds, samples and differentiates a
+    third of the values."""
+    spec = model.specular(size=size)
+    key = (spec.data_ptr(), spec._version, tuple(spec.shape))
+    if key not in _GREY_SPECULAR:
+        _GREY_SPECULAR.clear()
+        _GREY_SPECULAR[key] = bool(torch.equal(spec[..., 1:], spec[..., :1].expand_as(spec[..., 1:])))
+    return spec[..., :1] if _GREY_SPECULAR[key] else spec
 
 
 def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarget) -> torch.Tensor:

@@ -128,20 +128,21 @@ class Renderer(nn.Module):
         return cls(model.triangles, getattr(model, "uvs", None), getattr(model, "uv_triangles", None), **kwargs)
 
     # ------------------------------------------------------------------ materials
-    def _split_material(self, name: str, value: torch.Tensor | None, b: int, v: int, channels: int):
-        """Classify a material input as constant ``(B, C)``, per-vertex ``(B, V, C)`` or a UV map."""
+    def _split_material(self, name: str, value: torch.Tensor | None, b: int, v: int, channels: tuple[int, ...]):
+        """Classify a material input as constant ``(B, C)``, per-vertex ``(B, V, C)`` or a UV map, ``C``
+        one of ``channels``."""
         if value is None:
             return None, None
-        if value.ndim == 2 and value.shape[-1] == channels:
+        if value.ndim == 2 and value.shape[-1] in channels:
             return "constant", value
-        if value.ndim == 3 and value.shape[1:] == (v, channels):
+        if value.ndim == 3 and value.shape[1] == v and value.shape[-1] in channels:
             return "vertex", value
-        if value.ndim == 4 and value.shape[-1] == channels:
+        if value.ndim == 4 and value.shape[-1] in channels:
             if self.uvs is None:
                 raise RenderError(f"{name} is a UV map but the renderer has no uvs")
             return "uv", value
-        raise RenderError(f"{name} must be (B, {channels}), (B, V={v}, {channels}) or (B, H, W, {channels}), "
-                          f"got {tuple(value.shape)}")
+        c = "|".join(map(str, channels))
+        raise RenderError(f"{name} must be (B, {c}), (B, V={v}, {c}) or (B, H, W, {c}), got {tuple(value.shape)}")
 
     def forward(self, vertices: torch.Tensor, camera: PinholeCamera, sh: torch.Tensor, albedo: torch.Tensor,
                 specular: torch.Tensor | None = None, roughness: torch.Tensor | None = None,
@@ -155,7 +156,8 @@ class Renderer(nn.Module):
             sh: ``(B, 9, 3)`` SH lighting in the camera frame (:mod:`~facenet3d.render.shading`).
             albedo: diffuse albedo, linear RGB: ``(B, V, 3)`` per vertex, ``(B, Ht, Wt, 3)`` UV map
                 or ``(B, 3)`` constant.
-            specular: specular albedo in any of the same forms, or None for no specular term.
+            specular: specular albedo in any of the same forms, with 3 channels or 1 (grey), or None
+                for no specular term.
             roughness: ``(B, 1)``, ``(B, V, 1)`` or ``(B, Ht, Wt, 1)`` in ``[0, 1]``; defaults to 0.5
                 when ``specular`` is given.
             background: ``(B, H, W, 3)`` image behind the face, or None for black.
@@ -185,8 +187,11 @@ class Renderer(nn.Module):
             roughness = vertices.new_full((b, 1), 0.5)
         if specular is None:
             roughness = None
+        # A grey specular albedo (one channel, the same in R, G and B) is what face models have: it
+        # broadcasts over the light's colour, so a map of it is sampled and differentiated a third
+        # as much as its RGB copy.
         materials = {name: self._split_material(name, value, b, v, c) for name, value, c in
-                     (("albedo", albedo, 3), ("specular", specular, 3), ("roughness", roughness, 1))}
+                     (("albedo", albedo, (3,)), ("specular", specular, (1, 3)), ("roughness", roughness, (1,)))}
         if self.shading == "vertex" and materials["roughness"][0] == "uv":
             raise RenderError("a UV roughness map needs shading='pixel'")
         return {name: entry for name, entry in materials.items() if entry[0] is not None}
