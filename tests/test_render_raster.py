@@ -546,3 +546,29 @@ def test_public_interpolate_reuses_the_rasters_fragments():
     before = raster_module.fragments_of(edited)
     edited[0, 0, 0] = torch.tensor([0.5, 0.5, 0.0, 1.0], dtype=edited.dtype)
     assert raster_module.fragments_of(edited) is not before
+
+
+def test_kept_visibility_recomputes_barycentrics_for_moved_positions():
+    """A raster that keeps an earlier raster's pixels and triangles: exactly the raster of its own
+    positions while visibility is unchanged, barycentrics of the new positions (not the old ones),
+    and exact gradients however far the mesh has moved."""
+    pos, tri = _smooth_scene(3)
+    pos = torch.cat([pos, pos.detach() * 0.9]).detach().requires_grad_()  # a batch: per-image rows
+    size = (13, 17)
+    rast0, kept = raster_module.rasterize_fragments(pos, tri, size)
+    again, frags = raster_module.rasterize_fragments(pos, tri, size, visible=kept)
+    torch.testing.assert_close(again, rast0, rtol=0, atol=0)
+    assert torch.equal(frags.pixels, kept.pixels) and torch.equal(frags.triangles, kept.triangles)
+    g = torch.Generator().manual_seed(0)
+    nudged = (pos + 1e-7 * torch.randn(pos.shape, generator=g, dtype=pos.dtype)).detach()
+    fresh = rasterize(nudged, tri, size)
+    assert torch.equal(fresh[..., 3], rast0[..., 3])  # the nudge changes no pixel's triangle
+    assert (fresh[..., :2] - rast0[..., :2]).abs().max() > 1e-9
+    torch.testing.assert_close(raster_module.rasterize_fragments(nudged, tri, size, visible=kept)[0], fresh,
+                               rtol=0, atol=1e-12)
+    moved = (pos + 0.03 * torch.randn(pos.shape, generator=g, dtype=pos.dtype)).detach().requires_grad_()
+    assert not torch.equal(rasterize(moved, tri, size)[..., 3], rast0[..., 3])
+    assert torch.autograd.gradcheck(
+        lambda p: raster_module.rasterize_fragments(p, tri, size, visible=kept)[0][..., :2], (moved,))
+    with pytest.raises(RenderError):
+        raster_module.rasterize_fragments(pos[:1], tri, size, visible=kept)

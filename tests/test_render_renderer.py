@@ -238,3 +238,32 @@ def test_grey_specular_equals_its_rgb_copy_with_gradients(shading, form):
     torch.testing.assert_close(image1, image3)
     torch.testing.assert_close(spec1, spec3)
     torch.testing.assert_close(verts1, verts3)
+
+
+def test_render_keeping_an_earlier_renders_visibility():
+    """Rendering with the pixels' triangles of an earlier render of the same vertices gives its image
+    and gradients; after a sub-pixel move, the image of the moved mesh wherever its triangles are
+    still the earlier ones."""
+    from facenet3d.render.rasterize import fragments_of
+
+    vertices, triangles, uvs = cap_mesh(n=21)
+    renderer = Renderer(triangles, uvs=uvs, uv_triangles=triangles, shading="pixel")
+    sh = sh_uniform(0.3) + sh_directional(torch.tensor([[0.3, 0.2, 1.0]]), torch.tensor([[1.0, 0.7, 0.4]]))
+    albedo = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    verts = posed(vertices).requires_grad_(True)
+    first = renderer(verts, camera(), sh, albedo, torch.full((1, 1), 0.3), torch.full((1, 1), 0.4))
+    first.image.sum().backward()
+    grad, verts.grad = verts.grad, None
+    kept = renderer(verts, camera(), sh, albedo, torch.full((1, 1), 0.3), torch.full((1, 1), 0.4),
+                    visible=fragments_of(first.rast))
+    kept.image.sum().backward()
+    torch.testing.assert_close(kept.image, first.image, rtol=0, atol=0)
+    torch.testing.assert_close(verts.grad, grad)
+    with torch.no_grad():
+        moved = verts + torch.tensor([0.02, -0.01, 0.0])  # a few hundredths of a pixel
+        fresh = renderer(moved, camera(), sh, albedo)
+        again = renderer(moved, camera(), sh, albedo, visible=fragments_of(first.rast))
+    same = fresh.rast[..., 3] == first.rast[..., 3]  # pixels whose triangle the move did not change
+    assert same.float().mean() > 0.99
+    assert (fresh.image - first.image)[same].abs().max() > 1e-5
+    torch.testing.assert_close(again.image[same], fresh.image[same], rtol=0, atol=1e-6)

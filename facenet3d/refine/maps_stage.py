@@ -60,6 +60,7 @@ from facenet3d.refine.visible_part import VisiblePart
 from facenet3d.render import texture
 from facenet3d.render.color import linear_to_srgb
 from facenet3d.render.interpolate import interpolate
+from facenet3d.render.rasterize import fragments_of
 from facenet3d.render.uv import UVRaster
 
 MAX_SPECULAR = 0.08
@@ -283,6 +284,9 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         seen = scaled.skin * out0.mask[..., 0]
         data_w, trusted = outlier_weights(rendered0, scaled.image, seen, config.outlier_threshold)
         pixel_uv = interpolate(renderer.uvs, out0.rast, renderer.uv_triangles)
+        # The displacement moves the mesh by a fraction of a pixel: which triangle each pixel shows
+        # is found once, here, and every step recomputes only its barycentrics.
+        visible = fragments_of(out0.rast)
         confidence = texel_confidence(pixel_uv, trusted, seen, t) * covered[None, ..., None]
     # Vertices sample the displacement map at their UV (the first UV of each vertex).
     vertex_uv = torch.zeros(model.num_vertices, 2, device=base.device)
@@ -317,7 +321,7 @@ def fit_maps(model: MorphableModel, target: FitTarget, config: MapStageConfig, s
         disp_v = texture(disp, vertex_uv, boundary_mode="clamp")[:, :, 0]  # (B, V, 1)
         out = render_params(model, renderer, start, scaled.size, albedo_map=albedo,
                             specular_map=spec, roughness_map=rough,
-                            vertex_offsets=disp_v * normals_model, part=part)
+                            vertex_offsets=disp_v * normals_model, part=part, visible=visible)
         loss = config.photometric_weight * photometric_error(out, scaled, config.robust_scale, grey, data_w)
         # Specular and roughness as relative deviations from their priors.
         spec_dev, rough_dev = spec / spec_prior - 1, rough / rough_prior - 1

@@ -31,6 +31,7 @@ from facenet3d.refine.visible_part import VisiblePart
 from facenet3d.render import Renderer, RenderOutput
 from facenet3d.render.color import linear_to_srgb, srgb_to_linear
 from facenet3d.render.pose import apply_pose, rotation_6d_to_matrix
+from facenet3d.render.rasterize import Fragments
 from facenet3d.render.shading import IRRADIANCE_FACTORS, sh_basis
 
 #: Rec. 601 luma weights of sRGB-encoded values: what PIL's ``convert("L")`` and most tools use
@@ -90,7 +91,8 @@ class ScaledTarget:
 def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams, size: int,
                   albedo_map: torch.Tensor | None = None, specular_map: torch.Tensor | None = None,
                   roughness_map: torch.Tensor | None = None, vertex_offsets: torch.Tensor | None = None,
-                  map_size: int | None = None, part: VisiblePart | None = None) -> RenderOutput:
+                  map_size: int | None = None, part: VisiblePart | None = None,
+                  visible: Fragments | None = None) -> RenderOutput:
     """Render faces into their ``size`` crop (linear RGB).
 
     Args:
@@ -105,6 +107,8 @@ def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams,
         map_size: texels across the model's own UV maps when they are rendered (default: their
             size; see :meth:`~facenet3d.facemodel.MorphableModel.albedo`).
         part: render only this part of the mesh (:class:`VisiblePart`); None: the whole mesh.
+        visible: the pixels' triangles from an earlier render of the same mesh (see
+            :class:`~facenet3d.render.Renderer`), kept instead of searched again; None: search.
     """
     camera = crop_camera(size, device=params.identity.device)
     verts = model.decode(identity=params.identity, expression=params.expression) if part is None \
@@ -122,7 +126,7 @@ def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams,
         if specular.ndim == 3 and part is not None:
             specular = specular[:, part.vertices]
     roughness = roughness_map if roughness_map is not None else params.roughness
-    return renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness)
+    return renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness, visible=visible)
 
 
 _GREY_SPECULAR: dict[tuple, bool] = {}

@@ -217,11 +217,21 @@ def channel_slots(pixels: torch.Tensor, channels: int, count: int | None = None)
 
 
 def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
-                        backend: str | None = None) -> tuple[torch.Tensor, Fragments]:
+                        backend: str | None = None, visible: Fragments | None = None
+                        ) -> tuple[torch.Tensor, Fragments]:
     """:func:`rasterize`, also returning the covered pixels in compact form.
 
     Interpolating from the fragments (:func:`~facenet3d.render.interpolate.interpolate_fragments`)
     skips finding the covered pixels again and keeps gradients compact; :class:`Renderer` uses it.
+
+    Args:
+        pos, tri, resolution, backend: as for :func:`rasterize`.
+        visible: fragments of an earlier raster of ``tri`` at ``resolution`` (torch backend): keep
+            its pixels and their triangles, skipping the visibility search (most of the cost), and
+            compute only the barycentrics and depth for ``pos``, differentiably as usual. Outside
+            its triangle (the mesh moved) a pixel's barycentrics extrapolate the triangle's plane.
+            For a fit whose mesh moves by a fraction of a pixel between rasters; the visibility
+            found with the same positions gives exactly :func:`rasterize`'s result.
 
     Returns:
         ``(rast (B, H, W, 4), fragments)``.
@@ -230,11 +240,13 @@ def rasterize_fragments(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[
     h, w = (int(r) for r in resolution)
     if h <= 0 or w <= 0:
         raise RenderError(f"resolution must be positive, got {tuple(resolution)}")
-    if resolve_backend(backend, pos) == "nvdiffrast":
+    if resolve_backend(backend, pos) == "nvdiffrast":  # fast enough to rasterise every time
         rast = nvdiffrast_backend.rasterize(pos, tri, (h, w))
         return rast, fragments_of(rast)
+    if visible is not None and visible.shape != (pos.shape[0], h, w):
+        raise RenderError(f"visible fragments are of {visible.shape} images, not {(pos.shape[0], h, w)}")
     rast, uv, pixels, triangles, images = _RasterizeFunction.apply(
-        pos, tri.to(device=pos.device, dtype=torch.int64), (h, w))
+        pos, tri.to(device=pos.device, dtype=torch.int64), (h, w), visible)
     fragments = Fragments(pixels, triangles, images, uv, (pos.shape[0], h, w))
     _remember(rast, fragments)
     return rast, fragments
@@ -588,7 +600,8 @@ class _RasterizeFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]):
+    def forward(ctx, pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
+                visible: Fragments | None = None):
         b, v = pos.shape[:2]
         h, w = resolution
         f = tri.shape[0]
@@ -601,7 +614,6 @@ class _RasterizeFunction(torch.autograd.Function):
             return pos.new_zeros(b, h, w, 4), pos.new_zeros(0, 2), empty, empty, empty
         ctx.empty = False
         setup = _Setup(pos, tri, resolution)
-        hits = _nearest_hits(setup)
         sw, screen = setup.safe_w, setup.screen
         table = torch.cat([screen[:2, 2], setup.lam_a[:2], setup.lam_b[:2], sw[2] / sw[:2], screen[2, 2:],
                            screen[2, :2] - screen[2, 2:]])
@@ -609,13 +621,17 @@ class _RasterizeFunction(torch.autograd.Function):
         table = torch.nan_to_num_(table, nan=0.0, posinf=0.0, neginf=0.0)  # (11, T)
 
         # Only covered pixels are computed; the background stays 0.
-        pixels = (hits < _MISS).nonzero().view(-1)
-        ids = hits.index_select(0, pixels).bitwise_and_(_TRI_MASK)
+        if visible is None:
+            hits = _nearest_hits(setup)
+            pixels = (hits < _MISS).nonzero().view(-1)
+            ids = hits.index_select(0, pixels).bitwise_and_(_TRI_MASK)
+            images = pixels // (h * w) if b > 1 else torch.zeros_like(pixels)
+        else:
+            pixels, ids, images = visible.pixels, visible.triangles, visible.images
         if b > 1:
-            images = pixels // (h * w)
             in_image, rows = pixels - images * (h * w), ids + images * f
         else:
-            images, in_image, rows = torch.zeros_like(pixels), pixels, ids
+            in_image, rows = pixels, ids
         t = table.index_select(1, rows)  # (11, M)
         d = _pixel_centres(in_image, (h, w), pos.dtype).sub_(t[:2])  # (2, M): p - s_2
         lam = torch.addcmul(t[2:4] * d[0], t[4:6], d[1])  # (2, M): l_0, l_1
@@ -635,7 +651,7 @@ class _RasterizeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rast: torch.Tensor | None, grad_uv: torch.Tensor | None, _pixels, _ids, _images):
         if ctx.empty or (grad_rast is None and grad_uv is None):
-            return None, None, None
+            return None, None, None, None
         (t, d, lam, inv, values, rows, pixels, table, ndc, sw, ex, ey, inv_area,
          corners) = ctx.saved_tensors
         # Gradients reach (u, v) through the compact fragments, the dense raster, or both; like
@@ -685,4 +701,4 @@ class _RasterizeFunction(torch.autograd.Function):
         flat = corners.view(-1)
         grad_pos[:2].index_add_(1, flat, g_corner[:2].view(2, -1))
         grad_pos[3:].index_add_(1, flat, g_w.view(1, -1))
-        return grad_pos.t().view(ctx.pos_shape), None, None
+        return grad_pos.t().view(ctx.pos_shape), None, None, None

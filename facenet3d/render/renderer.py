@@ -16,7 +16,7 @@ from facenet3d.render.antialias import antialias, antialias_topology
 from facenet3d.render.backend import resolve_backend
 from facenet3d.render.camera import PinholeCamera
 from facenet3d.render.interpolate import interpolate
-from facenet3d.render.rasterize import Fragments, fragments_of, rasterize
+from facenet3d.render.rasterize import Fragments, rasterize_fragments
 from facenet3d.render.shading import shading_terms
 from facenet3d.render.texture import sample_bilinear, texture
 
@@ -146,7 +146,7 @@ class Renderer(nn.Module):
 
     def forward(self, vertices: torch.Tensor, camera: PinholeCamera, sh: torch.Tensor, albedo: torch.Tensor,
                 specular: torch.Tensor | None = None, roughness: torch.Tensor | None = None,
-                background: torch.Tensor | None = None) -> RenderOutput:
+                background: torch.Tensor | None = None, visible: Fragments | None = None) -> RenderOutput:
         """Render.
 
         Args:
@@ -161,6 +161,9 @@ class Renderer(nn.Module):
             roughness: ``(B, 1)``, ``(B, V, 1)`` or ``(B, Ht, Wt, 1)`` in ``[0, 1]``; defaults to 0.5
                 when ``specular`` is given.
             background: ``(B, H, W, 3)`` image behind the face, or None for black.
+            visible: which triangle each pixel shows, from an earlier render of these triangles
+                (``fragments_of(out.rast)``): kept instead of searched again, for a fit whose mesh
+                moves by a fraction of a pixel (see :func:`~facenet3d.render.rasterize.rasterize_fragments`).
 
         Returns:
             A :class:`RenderOutput`.
@@ -168,7 +171,7 @@ class Renderer(nn.Module):
         if vertices.ndim != 3 or vertices.shape[-1] != 3:
             raise RenderError(f"vertices must be (B, V, 3) mm, got {tuple(vertices.shape)}")
         materials = self._materials(vertices, albedo, specular, roughness)
-        frame = self._rasterize(vertices, camera)
+        frame = self._rasterize(vertices, camera, visible)
         if self.shading == "vertex":
             image, computed = self._shade_vertices(frame, materials, sh)
         else:
@@ -196,13 +199,14 @@ class Renderer(nn.Module):
             raise RenderError("a UV roughness map needs shading='pixel'")
         return {name: entry for name, entry in materials.items() if entry[0] is not None}
 
-    def _rasterize(self, vertices: torch.Tensor, camera: PinholeCamera) -> _Frame:
+    def _rasterize(self, vertices: torch.Tensor, camera: PinholeCamera, visible: Fragments | None = None
+                   ) -> _Frame:
         """Camera-frame vertices and normals, and the raster of the mesh."""
         cam_vertices = camera.world_to_camera(vertices)
         clip = camera.camera_to_clip(cam_vertices)
-        rast = rasterize(clip, self.triangles, camera.image_size, backend=self.backend)
-        return _Frame(self, cam_vertices, vertex_normals(cam_vertices, self.triangles), clip, rast,
-                      fragments_of(rast))
+        rast, fragments = rasterize_fragments(clip, self.triangles, camera.image_size, backend=self.backend,
+                                              visible=visible)
+        return _Frame(self, cam_vertices, vertex_normals(cam_vertices, self.triangles), clip, rast, fragments)
 
     def _shade_vertices(self, frame: _Frame, materials: dict, sh: torch.Tensor
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
