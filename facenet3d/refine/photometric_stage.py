@@ -129,20 +129,19 @@ def render_params(model: MorphableModel, renderer: Renderer, params: FaceParams,
     return renderer(cam_verts, camera, params.sh, albedo.clamp(0.0, 1.0), specular, roughness, visible=visible)
 
 
-_GREY_SPECULAR: dict[tuple, bool] = {}
-
-
 def mean_specular(model: MorphableModel, size: int | None = None) -> torch.Tensor:
     """The model's mean specular albedo (``(1, T, T, C)`` map at ``size`` texels or ``(1, V, C)``), with
     one channel (``C = 1``) when it is grey, as face models' is: the renderer broadcasts a grey
     specular albedo over the light's colours, so the fit builds, samples and differentiates a
     third of the values."""
     spec = model.specular(size=size)
-    key = (spec.data_ptr(), spec._version, tuple(spec.shape))
-    if key not in _GREY_SPECULAR:
-        _GREY_SPECULAR.clear()
-        _GREY_SPECULAR[key] = bool(torch.equal(spec[..., 1:], spec[..., :1].expand_as(spec[..., 1:])))
-    return spec[..., :1] if _GREY_SPECULAR[key] else spec
+    # Kept on the model, for its buffer as it is (the buffer keeps the address from being reused).
+    buffer = model.specular_mean
+    key = ("grey_specular", buffer.data_ptr(), buffer._version)
+    cache = model.__dict__.setdefault("_fit_cache", {})
+    if key not in cache:
+        cache[key] = bool(torch.equal(buffer[..., 1:], buffer[..., :1].expand_as(buffer[..., 1:])))
+    return spec[..., :1] if cache[key] else spec
 
 
 def landmark_terms(model: MorphableModel, params: FaceParams, target: ScaledTarget) -> torch.Tensor:
