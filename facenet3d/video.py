@@ -145,7 +145,10 @@ def fit_clip(reconstructor, clip: ClipFrames, refine: str = "fast", fps: float =
     chosen = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(identity_frames, n))})
     if progress is not None:
         progress("identity", 0, 1)
-    if len(chosen) >= OFFSET_MIN_FRAMES:
+    # The offsets correct MediaPipe's points; a refinement that keeps to the regressor's own
+    # landmarks never fits those, so they are not worth their three stage-A runs there.
+    fits_detector_points = config is None or rec.regressor is None or config.landmarks.landmark_source == "detector"
+    if len(chosen) >= OFFSET_MIN_FRAMES and fits_detector_points:
         target = _target([clip.crops[i] for i in chosen], rec.device)
         start = rec.regress(target.image)
         stage = config.landmarks if config is not None else LandmarkStageConfig()

@@ -21,9 +21,9 @@ REANNOTATED_FILE, PROTOCOL_ROI_FILE = "dev-reannotated-pts68.npz", "dev-protocol
 
 def _refine_choice(value: str) -> str:
     """A ``--refine`` preset name, or an existing refinement YAML file."""
-    from pathlib import Path
+    from facenet3d.evaluate.methods import is_refine_yaml
 
-    if value in REFINE_CHOICES or (value.endswith((".yaml", ".yml")) and Path(value).is_file()):
+    if value in REFINE_CHOICES or is_refine_yaml(value):
         return value
     raise argparse.ArgumentTypeError(f"{value!r} is neither one of {REFINE_CHOICES} nor a refinement YAML file")
 

@@ -247,7 +247,7 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
             loadable teacher (or without the training package).
         FaceModelFormatError: the face model cannot be loaded.
     """
-    if name not in METHODS and not _is_refine_yaml(name):
+    if name not in METHODS and not is_refine_yaml(name):
         raise ValueError(f"unknown method {name!r}; choose one of {METHODS} or a refinement YAML file")
     detector = ReferenceFaceDetector()
     if name == "mediapipe":
@@ -270,7 +270,7 @@ def load_method(name: str, model: str = "default", weights: str = "default", dev
     return Method(name, detector, rec, name, face_model_fingerprint(rec.model)[:16])
 
 
-def _is_refine_yaml(name: str) -> bool:
+def is_refine_yaml(name: str) -> bool:
     """A refinement settings file (``configs/refine/*.yaml``'s format) given as the method."""
     return name.endswith((".yaml", ".yml")) and Path(name).is_file()
 

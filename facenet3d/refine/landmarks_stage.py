@@ -32,6 +32,13 @@ def mediapipe_points_camera_like(landmarks478: torch.Tensor) -> torch.Tensor:
     return landmarks478 * landmarks478.new_tensor([1.0, -1.0, -1.0])
 
 
+def depth_pixels(z_camera: torch.Tensor, focal: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """Camera-space depths ``(B, N)`` (mm, negative in front) -> MediaPipe's kind of relative depth:
+    pixels at the face's distance (``focal`` ``(B, 2)``, ``translation`` ``(B, 3)`` mm), positive away
+    from the camera (up to an offset per face, which the comparisons take out)."""
+    return -z_camera * focal[:, :1] / (-translation[:, 2:3])
+
+
 def _umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched similarity ``dst ~ s R src + t``: ``(B, N, 3)`` each -> ``(R (B,3,3), s (B,))``."""
     ms, md = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
@@ -101,9 +108,7 @@ def regressor_target(model: MorphableModel, target: FitTarget, start: FaceParams
         lm478 = target.landmarks478.clone()
         if dec.landmarks_dense is not None:
             n = dec.landmarks_dense.shape[1]
-            z_cam = dec.landmarks_dense_camera[..., 2]
-            # Inverse of stage A's depth comparison: camera z -> MediaPipe-like px, away from the camera.
-            z_px = -z_cam * camera.focal[:, :1] / (-start.translation[:, 2:3])
+            z_px = depth_pixels(dec.landmarks_dense_camera[..., 2], camera.focal, start.translation)
             lm478[:, :n] = torch.cat([dec.landmarks_dense, z_px[..., None]], -1)
         return target.with_landmarks(lm478, dec.landmarks68.clone())
 
@@ -162,8 +167,7 @@ def fit_landmarks(model: MorphableModel, target: FitTarget, config: LandmarkStag
             if config.depth_weight > 0:
                 # MediaPipe's z is relative, in pixel scale, positive away from the camera:
                 # compare centred depths.
-                z_cam = dec.landmarks_dense_camera[..., 2]
-                z_px = -z_cam * camera.focal[:, :1] / (-params.translation[:, 2:3])
+                z_px = depth_pixels(dec.landmarks_dense_camera[..., 2], camera.focal, params.translation)
                 z_px = z_px - z_px.mean(1, keepdim=True)
                 z_t = depth_target[:, :n] - depth_target[:, :n].mean(1, keepdim=True)
                 loss = loss + config.depth_weight * ((z_px - z_t) ** 2).mean(1) / norm ** 2
