@@ -43,8 +43,10 @@ def photos(faces_dir: Path, n: int, start: int = 10) -> list[Path]:
 
 
 def stamps(out: Path) -> dict[str, int]:
-    """Output folder -> mtime of its resume record (folders finished so far)."""
-    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f"*/{RESULT_RECORD}")}
+    """Output folder -> mtime of its resume record (folders finished so far). A writer's hidden
+    temporary folder is no finished result (and is renamed away under the glob's feet)."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f"*/{RESULT_RECORD}")
+            if not p.parent.name.startswith(".")}
 
 
 def test_missing_path_is_one_failure_and_the_overlay_shows_the_geometry(faces_dir, tmp_path, capsys):
